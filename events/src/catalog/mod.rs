@@ -1,0 +1,1 @@
+//! Catalog: stack versions read from compose files with an `x-shiplog` block.

@@ -1,0 +1,77 @@
+//! The desired state of a stack once its catalog manifest and variables are resolved:
+//! what the worker converges a Docker host to. Produced by `catalog`, consumed by the worker.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A stack version with every variable interpolated, services in start order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSpec {
+    /// Stack name; also the compose project name on the Docker host.
+    pub name: String,
+    pub version: String,
+    /// Ordered so that every service comes after the services it depends on.
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Image reference as written in the manifest (`repo[:tag]` or `repo@sha256:…`).
+    pub image: String,
+    pub environment: BTreeMap<String, String>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub ports: Vec<PortSpec>,
+    pub volumes: Vec<VolumeSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub healthcheck: Option<HealthSpec>,
+    /// `no`, `always`, `on-failure`, `unless-stopped`.
+    pub restart: Option<String>,
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// Host address to bind; `None` binds all addresses.
+    pub host_ip: Option<String>,
+    /// Host port; `None` lets the engine choose one.
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// A named volume (created as `<stack>_<name>`) or an absolute host path (bind mount).
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub bind: bool,
+}
+
+/// Durations are milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// Docker's form: `["CMD", …]`, `["CMD-SHELL", "…"]` or `["NONE"]`.
+    pub test: Vec<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub retries: Option<u32>,
+    pub start_period_ms: Option<u64>,
+}
+
+impl ServiceSpec {
+    /// Hash of everything that defines the container except the image, stored as the
+    /// `io.shiplog.config-hash` label: equal hash + equal image id means nothing to do.
+    pub fn config_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        let mut without_image = self.clone();
+        without_image.image = String::new();
+        hasher.update(serde_json::to_vec(&without_image).expect("spec serializes"));
+        hex::encode(hasher.finalize())
+    }
+}

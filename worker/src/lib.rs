@@ -1,0 +1,3 @@
+//! Shiplog's worker: apalis jobs, the Docker driver and the deploy executor.
+
+pub mod docker;
