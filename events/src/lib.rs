@@ -1,4 +1,17 @@
-//! Shiplog's domain core. No HTTP, no Docker.
+//! Shiplog's domain core: events, decisions, the event store, projections, the catalog
+//! model, API keys, stack leases and the job queue. No HTTP, no Docker.
 
+pub mod apikey;
 pub mod catalog;
+pub mod commands;
+pub mod db;
+pub mod error;
+pub mod event;
+pub mod lease;
+pub mod projection;
+pub mod queries;
+pub mod queue;
 pub mod spec;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,44 @@
+//! Configuration: environment variables, each also a flag. A bad value stops start-up with
+//! a message naming the variable (clap does that for us).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "SHIPLOG_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Bearer token for the administration API. Unset: the administration API refuses
+    /// every request.
+    #[arg(long, env = "SHIPLOG_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// A folder of stack manifests registered as a catalog source at start-up.
+    #[arg(long, env = "SHIPLOG_CATALOG_DIR")]
+    pub catalog_dir: Option<PathBuf>,
+
+    /// Maximum PostgreSQL connections of this process.
+    #[arg(long, env = "SHIPLOG_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl Config {
+    pub fn admin_token_is_usable(&self) -> Result<(), String> {
+        match &self.admin_token {
+            Some(t) if t.len() < 16 => {
+                Err("SHIPLOG_ADMIN_TOKEN must be at least 16 characters long".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}

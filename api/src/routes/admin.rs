@@ -1,0 +1,271 @@
+//! The administration API (admin token): environments, keys, catalog, stack installs.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shiplog_events::commands::{catalog, deployments, environments, keys};
+use shiplog_events::queries;
+use uuid::Uuid;
+
+use crate::auth::Admin;
+use crate::error::{ApiError, parse_json};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewEnvironment {
+    id: String,
+    name: String,
+    docker_endpoint: String,
+}
+
+#[post("/api/environments")]
+async fn create_environment(
+    state: web::Data<AppState>,
+    admin: Admin,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: NewEnvironment = parse_json(&body)?;
+    environments::register(
+        &state.pool,
+        &body.id,
+        &body.name,
+        &body.docker_endpoint,
+        &admin.metadata,
+    )
+    .await?;
+    let created = environments::get(&state.pool, &body.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("environment '{}' not found", body.id)))?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+#[get("/api/environments")]
+async fn list_environments(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(environments::list(&state.pool).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewKeyRequest {
+    name: String,
+    permissions: Vec<String>,
+    environment_id: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView {
+    id: Uuid,
+    name: String,
+    prefix: String,
+    permissions: Vec<String>,
+    environment_id: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoke_reason: Option<String>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedKey {
+    id: Uuid,
+    /// The key in clear: shown in this response and never again.
+    key: String,
+    name: String,
+    permissions: Vec<String>,
+    environment_id: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+#[post("/api/keys")]
+async fn create_key(
+    state: web::Data<AppState>,
+    admin: Admin,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: NewKeyRequest = parse_json(&body)?;
+    let new = keys::NewKey {
+        name: body.name,
+        permissions: body.permissions,
+        environment_id: body.environment_id,
+        expires_at: body.expires_at,
+    };
+    let (stored, plain) = keys::create(&state.pool, &new, &admin.metadata).await?;
+    Ok(HttpResponse::Created().json(CreatedKey {
+        id: stored.id,
+        key: plain.expose().to_owned(),
+        name: stored.name,
+        permissions: stored.permissions,
+        environment_id: stored.environment_id,
+        expires_at: stored.expires_at,
+        created_at: stored.created_at,
+    }))
+}
+
+#[get("/api/keys")]
+async fn list_keys(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    let listed: Vec<KeyView> = keys::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(|k| KeyView {
+            id: k.key.id,
+            name: k.key.name,
+            prefix: k.key.prefix,
+            permissions: k.key.permissions,
+            environment_id: k.key.environment_id,
+            expires_at: k.key.expires_at,
+            created_at: k.key.created_at,
+            revoked_at: k.key.revoked_at,
+            revoke_reason: k.revoke_reason,
+            last_used_at: k.last_used_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(listed))
+}
+
+#[derive(Debug, Deserialize)]
+struct RevokeQuery {
+    reason: Option<String>,
+}
+
+#[delete("/api/keys/{id}")]
+async fn revoke_key(
+    state: web::Data<AppState>,
+    admin: Admin,
+    id: web::Path<String>,
+    query: web::Query<RevokeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id =
+        Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(format!("API key {id} not found")))?;
+    keys::revoke(&state.pool, id, query.into_inner().reason, &admin.metadata).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewSource {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+}
+
+#[post("/api/catalog/sources")]
+async fn add_source(
+    state: web::Data<AppState>,
+    admin: Admin,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: NewSource = parse_json(&body)?;
+    if body.kind != catalog::DIRECTORY {
+        return Err(ApiError::BadRequest(format!(
+            "unsupported catalog source type '{}': supported: directory",
+            body.kind
+        )));
+    }
+    let (source, stacks) = catalog::add_directory(&state.pool, &body.path, &admin.metadata).await?;
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "source": source, "stacksLoaded": stacks })))
+}
+
+#[get("/api/catalog/sources")]
+async fn list_sources(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(catalog::list_sources(&state.pool).await?))
+}
+
+#[get("/api/catalog/stacks")]
+async fn list_catalog_stacks(
+    state: web::Data<AppState>,
+    _: Admin,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(catalog::list_stacks(&state.pool).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InstallRequest {
+    stack_name: String,
+    version: String,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+#[post("/api/environments/{env}/stacks")]
+async fn install_stack(
+    state: web::Data<AppState>,
+    admin: Admin,
+    env: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: InstallRequest = parse_json(&body)?;
+    let cmd = deployments::Install {
+        environment: env.into_inner(),
+        stack: body.stack_name,
+        version: body.version,
+        variables: body.variables,
+    };
+    let requested = deployments::install(&state.pool, &cmd, &admin.metadata).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "success": true,
+        "message": format!("Deployment of '{}' {} queued.", cmd.stack, cmd.version),
+        "deploymentId": requested.deployment,
+        "stackName": cmd.stack,
+        "stackVersion": cmd.version,
+    })))
+}
+
+async fn existing_environment(state: &AppState, env: &str) -> Result<(), ApiError> {
+    match environments::get(&state.pool, env).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!("environment '{env}' not found"))),
+    }
+}
+
+#[get("/api/environments/{env}/stacks")]
+async fn list_stacks(
+    state: web::Data<AppState>,
+    _: Admin,
+    env: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    existing_environment(&state, &env).await?;
+    Ok(HttpResponse::Ok().json(queries::stacks(&state.pool, &env).await?))
+}
+
+#[get("/api/environments/{env}/stacks/{name}")]
+async fn get_stack(
+    state: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (env, name) = path.into_inner();
+    existing_environment(&state, &env).await?;
+    let stack = queries::stack(&state.pool, &env, &name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "stack '{name}' is not deployed in environment '{env}'"
+            ))
+        })?;
+    Ok(HttpResponse::Ok().json(stack))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_environment)
+        .service(list_environments)
+        .service(create_key)
+        .service(list_keys)
+        .service(revoke_key)
+        .service(add_source)
+        .service(list_sources)
+        .service(list_catalog_stacks)
+        .service(install_stack)
+        .service(list_stacks)
+        .service(get_stack);
+}

@@ -1,0 +1,257 @@
+//! The CI/CD hooks. Their request and response shapes are a fixed contract.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, post, web};
+use serde::{Deserialize, Serialize};
+use shiplog_events::apikey::Permission;
+use shiplog_events::commands::{catalog, deployments};
+use shiplog_events::queries;
+use uuid::Uuid;
+
+use crate::auth::KeyCaller;
+use crate::error::{ApiError, parse_json};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RedeployRequest {
+    stack_name: String,
+    environment_id: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpgradeRequest {
+    stack_name: String,
+    target_version: String,
+    environment_id: Option<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+/// `?wait=true&timeout=<seconds>`: answer when the deployment ends, or 202 at the timeout.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+    timeout: Option<u64>,
+}
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RedeployResponse {
+    success: bool,
+    message: String,
+    deployment_id: Uuid,
+    stack_name: String,
+    stack_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UpgradeResponse {
+    success: bool,
+    message: String,
+    deployment_id: Uuid,
+    previous_version: Option<String>,
+    new_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+}
+
+#[post("/api/hooks/redeploy")]
+#[tracing::instrument(name = "hook redeploy", skip_all, fields(key = %caller.key.id))]
+async fn redeploy(
+    state: web::Data<AppState>,
+    caller: KeyCaller,
+    query: web::Query<WaitQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::HooksRedeploy)?;
+    let body: RedeployRequest = parse_json(&body)?;
+    let environment = caller.environment(body.environment_id.as_deref())?;
+    let cmd = deployments::Redeploy {
+        environment,
+        stack: body.stack_name,
+        force: body.force,
+    };
+    let requested = deployments::redeploy(&state.pool, &cmd, &caller.metadata).await?;
+    let mut response = RedeployResponse {
+        success: true,
+        message: format!("Successfully triggered redeploy of '{}'.", cmd.stack),
+        deployment_id: requested.deployment,
+        stack_name: cmd.stack.clone(),
+        stack_version: requested.request.version.clone(),
+        status: None,
+    };
+    let waited = wait_if_asked(&state, &query, requested.deployment).await?;
+    Ok(match waited {
+        Waited::NotAsked => HttpResponse::Ok().json(response),
+        Waited::Finished(d) => {
+            response.success = d.status == "success";
+            response.message = ended_message(&d);
+            response.status = Some(d.status);
+            HttpResponse::Ok().json(response)
+        }
+        Waited::TimedOut(status) => {
+            response.status = Some(status);
+            HttpResponse::Accepted().json(response)
+        }
+    })
+}
+
+#[post("/api/hooks/upgrade")]
+#[tracing::instrument(name = "hook upgrade", skip_all, fields(key = %caller.key.id))]
+async fn upgrade(
+    state: web::Data<AppState>,
+    caller: KeyCaller,
+    query: web::Query<WaitQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::HooksUpgrade)?;
+    let body: UpgradeRequest = parse_json(&body)?;
+    let environment = caller.environment(body.environment_id.as_deref())?;
+    let cmd = deployments::Upgrade {
+        environment,
+        stack: body.stack_name,
+        target_version: body.target_version,
+        variables: body.variables,
+    };
+    let requested = deployments::upgrade(&state.pool, &cmd, &caller.metadata).await?;
+    let previous = requested.request.previous_version.clone();
+    let mut response = UpgradeResponse {
+        success: true,
+        message: format!(
+            "Successfully upgraded '{}' from {} to {}.",
+            cmd.stack,
+            previous.as_deref().unwrap_or("nothing"),
+            cmd.target_version
+        ),
+        deployment_id: requested.deployment,
+        previous_version: previous,
+        new_version: cmd.target_version.clone(),
+        status: None,
+    };
+    let waited = wait_if_asked(&state, &query, requested.deployment).await?;
+    Ok(match waited {
+        Waited::NotAsked => HttpResponse::Ok().json(response),
+        Waited::Finished(d) => {
+            response.success = d.status == "success";
+            response.message = ended_message(&d);
+            response.status = Some(d.status);
+            HttpResponse::Ok().json(response)
+        }
+        Waited::TimedOut(status) => {
+            response.status = Some(status);
+            HttpResponse::Accepted().json(response)
+        }
+    })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncResponse {
+    success: bool,
+    stacks_loaded: usize,
+    sources_synced: usize,
+    message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<SyncFailure>,
+}
+
+#[derive(Debug, Serialize)]
+struct SyncFailure {
+    source: String,
+    message: String,
+}
+
+/// Sources that fail to sync are reported by name (400); the others are synced anyway.
+#[post("/api/hooks/sync-sources")]
+#[tracing::instrument(name = "hook sync-sources", skip_all, fields(key = %caller.key.id))]
+async fn sync_sources(
+    state: web::Data<AppState>,
+    caller: KeyCaller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::HooksSyncSources)?;
+    let report = catalog::sync_all(&state.pool, &caller.metadata).await?;
+    let mut message = format!(
+        "Synced {} source(s), loaded {} stack(s).",
+        report.sources_synced, report.stacks_loaded
+    );
+    let failed = !report.failures.is_empty();
+    if failed {
+        message.push_str(&format!(
+            " {} source(s) failed to sync.",
+            report.failures.len()
+        ));
+    }
+    let body = SyncResponse {
+        success: !failed,
+        stacks_loaded: report.stacks_loaded,
+        sources_synced: report.sources_synced,
+        message,
+        errors: report
+            .failures
+            .into_iter()
+            .map(|(source, message)| SyncFailure { source, message })
+            .collect(),
+    };
+    Ok(if failed {
+        HttpResponse::BadRequest().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+enum Waited {
+    NotAsked,
+    Finished(queries::Deployment),
+    TimedOut(String),
+}
+
+fn ended_message(d: &queries::Deployment) -> String {
+    let detail = d.message.as_deref().unwrap_or("");
+    format!(
+        "Deployment {} ended with status '{}'. {detail}",
+        d.id, d.status
+    )
+    .trim_end()
+    .to_owned()
+}
+
+async fn wait_if_asked(state: &AppState, query: &WaitQuery, id: Uuid) -> Result<Waited, ApiError> {
+    if !query.wait {
+        return Ok(Waited::NotAsked);
+    }
+    let timeout = query
+        .timeout
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_WAIT)
+        .min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let deployment = queries::deployment(&state.pool, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("deployment {id} not found")))?;
+        if deployment.is_terminal() {
+            return Ok(Waited::Finished(deployment));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Waited::TimedOut(deployment.status));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(redeploy).service(upgrade).service(sync_sources);
+}

@@ -1,0 +1,145 @@
+//! Builds the application: database, migrations, catalog folder, HTTP server.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use sha2::{Digest, Sha256};
+use shiplog_events::commands::catalog;
+use shiplog_events::event::Metadata;
+use shiplog_events::{Error, db};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::routes;
+use crate::state::AppState;
+
+/// Largest request body accepted; hook bodies are a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    pub state: AppState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Domain(#[from] Error),
+}
+
+impl Application {
+    /// Connects, migrates, registers the catalog folder and binds the listener
+    /// (port 0 picks a free port: see `port()`).
+    pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        config
+            .admin_token_is_usable()
+            .map_err(StartupError::Config)?;
+        let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+        db::migrate(&pool).await?;
+        let state = AppState {
+            pool,
+            admin_token_hash: config
+                .admin_token
+                .as_ref()
+                .map(|t| Sha256::digest(t.trim().as_bytes()).into()),
+        };
+        if let Some(dir) = &config.catalog_dir {
+            register_catalog_dir(&state, dir).await?;
+        }
+        let listener = TcpListener::bind(config.listen).map_err(|source| StartupError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Listen {
+                addr: config.listen,
+                source,
+            })?
+            .port();
+        let server = server(listener, state.clone()).map_err(|source| StartupError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// `SHIPLOG_CATALOG_DIR` is registered once, then synced at every start.
+async fn register_catalog_dir(state: &AppState, dir: &std::path::Path) -> Result<(), StartupError> {
+    let path = dir.canonicalize().map_err(|e| {
+        StartupError::Config(format!("SHIPLOG_CATALOG_DIR '{}': {e}", dir.display()))
+    })?;
+    let path = path.to_string_lossy().into_owned();
+    let metadata = Metadata::actor("system");
+    match catalog::add_directory(&state.pool, &path, &metadata).await {
+        Ok((source, stacks)) => {
+            tracing::info!(source = %source.id, stacks, "catalog folder registered");
+        }
+        Err(Error::AlreadyExists(_)) => {
+            let report = catalog::sync_all(&state.pool, &metadata).await?;
+            for (source, why) in &report.failures {
+                tracing::warn!(%source, %why, "catalog source failed to sync at start-up");
+            }
+        }
+        Err(Error::Invalid(why)) => {
+            return Err(StartupError::Config(format!("SHIPLOG_CATALOG_DIR: {why}")));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::BadRequest(format!("invalid query string: {err}")).into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                ApiError::BadRequest(format!("invalid path: {err}")).into()
+            }))
+            .wrap(tracing_actix())
+            .configure(routes::health::configure)
+            .configure(routes::hooks::configure)
+            .configure(routes::admin::configure)
+            .configure(routes::deployments::configure)
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound()
+                    .json(serde_json::json!({ "success": false, "message": "no such endpoint" }))
+            }))
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run();
+    Ok(server)
+}
+
+/// Access log lines through `tracing` (never headers: they carry keys).
+fn tracing_actix() -> actix_web::middleware::Logger {
+    actix_web::middleware::Logger::new("%r %s %b %Dms").log_target("shiplog_api::access")
+}

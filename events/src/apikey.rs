@@ -1,0 +1,171 @@
+//! API keys: `rsgo_` + 32 alphanumerics from the OS random source, stored only as SHA-256.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rand::TryRngCore;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub const KEY_PREFIX: &str = "rsgo_";
+const KEY_RANDOM_LEN: usize = 32;
+/// How much of the key lists show: `rsgo_` plus four characters.
+const DISPLAY_PREFIX_LEN: usize = KEY_PREFIX.len() + 4;
+
+/// A key in clear. Exists only while creating a key (to show it once) and while
+/// authenticating a request; its `Debug` never prints the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlainApiKey(String);
+
+impl PlainApiKey {
+    pub fn generate() -> Self {
+        let mut rng = OsRng.unwrap_err();
+        let random = Alphanumeric.sample_string(&mut rng, KEY_RANDOM_LEN);
+        PlainApiKey(format!("{KEY_PREFIX}{random}"))
+    }
+
+    /// Accepts only the documented shape, so junk never reaches the database.
+    pub fn parse(value: &str) -> Option<Self> {
+        let random = value.strip_prefix(KEY_PREFIX)?;
+        (random.len() == KEY_RANDOM_LEN && random.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| PlainApiKey(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+
+    pub fn display_prefix(&self) -> String {
+        self.0[..DISPLAY_PREFIX_LEN].to_owned()
+    }
+}
+
+impl fmt::Debug for PlainApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PlainApiKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Permission {
+    #[serde(rename = "Hooks.Redeploy")]
+    HooksRedeploy,
+    #[serde(rename = "Hooks.Upgrade")]
+    HooksUpgrade,
+    #[serde(rename = "Hooks.SyncSources")]
+    HooksSyncSources,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 3] = [
+        Permission::HooksRedeploy,
+        Permission::HooksUpgrade,
+        Permission::HooksSyncSources,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::HooksRedeploy => "Hooks.Redeploy",
+            Permission::HooksUpgrade => "Hooks.Upgrade",
+            Permission::HooksSyncSources => "Hooks.SyncSources",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// A stored key, as the `api_keys` projection holds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub permissions: Vec<String>,
+    pub environment_id: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Why a presented key does not authenticate. Each is a 401, with its own message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRejection {
+    #[error("missing X-Api-Key header")]
+    Missing,
+    #[error("invalid API key")]
+    Unknown,
+    #[error("API key has expired")]
+    Expired,
+    #[error("API key has been revoked")]
+    Revoked,
+}
+
+impl ApiKey {
+    pub fn check_usable(&self, now: DateTime<Utc>) -> Result<(), KeyRejection> {
+        if self.revoked_at.is_some() {
+            return Err(KeyRejection::Revoked);
+        }
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return Err(KeyRejection::Expired);
+        }
+        Ok(())
+    }
+
+    pub fn allows(&self, permission: Permission) -> bool {
+        self.permissions.iter().any(|p| p == permission.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_the_documented_shape_and_differ() {
+        let a = PlainApiKey::generate();
+        let b = PlainApiKey::generate();
+        assert_ne!(a, b);
+        assert!(PlainApiKey::parse(a.expose()).is_some());
+        assert_eq!(a.expose().len(), 37);
+        assert_eq!(a.display_prefix().len(), 9);
+        assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn debug_never_prints_the_key() {
+        let key = PlainApiKey::generate();
+        let printed = format!("{key:?}");
+        assert!(!printed.contains(&key.expose()[5..]));
+    }
+
+    #[test]
+    fn parse_rejects_other_shapes() {
+        for bad in [
+            "",
+            "rsgo_",
+            "rsgo_short",
+            "xxxx_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "rsgo_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!",
+            "rsgo_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(PlainApiKey::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn permissions_round_trip_their_names() {
+        for p in Permission::ALL {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Permission::parse("Hooks.Nope"), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! Reads of the deployment and stack projections, shaped for the API.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::event::RecordedEvent;
+use crate::store;
+
+pub const TERMINAL_STATES: &[&str] = &["success", "failure", "error", "inactive"];
+pub const STATES: &[&str] = &[
+    "queued",
+    "in_progress",
+    "success",
+    "failure",
+    "error",
+    "inactive",
+];
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: Uuid,
+    pub environment_id: String,
+    pub stack_name: String,
+    pub kind: String,
+    pub status: String,
+    pub previous_version: Option<String>,
+    pub target_version: String,
+    pub force: bool,
+    pub requested_by: String,
+    pub attempt: i32,
+    pub worker: Option<String>,
+    pub digests: serde_json::Value,
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Deployment {
+    pub fn is_terminal(&self) -> bool {
+        TERMINAL_STATES.contains(&self.status.as_str())
+    }
+}
+
+macro_rules! deployment_columns {
+    () => {
+        "id, environment_id, stack_name, kind, status, previous_version, target_version, force,
+         requested_by, attempt, worker, digests, message, created_at, started_at, finished_at"
+    };
+}
+
+macro_rules! deployment_filter {
+    () => {
+        "($1::text IS NULL OR environment_id = $1)
+         AND ($2::text IS NULL OR stack_name = $2)
+         AND ($3::text IS NULL OR status = $3)"
+    };
+}
+
+pub async fn deployment(pool: &PgPool, id: Uuid) -> Result<Option<Deployment>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentFilter {
+    pub environment: Option<String>,
+    pub stack: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A page of deployments, newest first, and the total count for pagination links.
+pub async fn deployments(
+    pool: &PgPool,
+    filter: &DeploymentFilter,
+    per_page: i64,
+    page: i64,
+) -> Result<(Vec<Deployment>, i64)> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE ",
+        deployment_filter!(),
+        " ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+    ))
+    .bind(&filter.environment)
+    .bind(&filter.stack)
+    .bind(&filter.status)
+    .bind(per_page)
+    .bind((page - 1) * per_page)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM deployments WHERE ",
+        deployment_filter!()
+    ))
+    .bind(&filter.environment)
+    .bind(&filter.stack)
+    .bind(&filter.status)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStatus {
+    #[sqlx(rename = "seq")]
+    pub id: i64,
+    pub state: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn statuses(pool: &PgPool, id: Uuid) -> Result<Vec<DeploymentStatus>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, state, description, created_at FROM deployment_statuses
+         WHERE deployment_id = $1 ORDER BY seq DESC",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn deployment_events(pool: &PgPool, id: Uuid) -> Result<Vec<RecordedEvent>> {
+    let mut conn = pool.acquire().await?;
+    store::read_stream(&mut conn, &crate::event::stream::deployment(id)).await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Stack {
+    pub environment_id: String,
+    pub stack_name: String,
+    pub version: String,
+    pub variables: serde_json::Value,
+    pub digests: serde_json::Value,
+    pub services: serde_json::Value,
+    pub last_deployment_id: Uuid,
+    pub state: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! stack_columns {
+    () => {
+        "environment_id, stack_name, version, variables, digests, services, last_deployment_id,
+         state, updated_at"
+    };
+}
+
+pub async fn stacks(pool: &PgPool, environment: &str) -> Result<Vec<Stack>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        stack_columns!(),
+        " FROM stacks WHERE environment_id = $1 ORDER BY stack_name"
+    ))
+    .bind(environment)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn stack(pool: &PgPool, environment: &str, name: &str) -> Result<Option<Stack>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        stack_columns!(),
+        " FROM stacks WHERE environment_id = $1 AND stack_name = $2"
+    ))
+    .bind(environment)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}

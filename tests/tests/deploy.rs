@@ -1,0 +1,309 @@
+//! The spine end to end: hooks → event log + queue → worker → real Docker and registry.
+
+use reqwest::Method;
+use serde_json::json;
+use shiplog_tests::*;
+
+const ENV: &str = "local";
+
+fn event_types(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_then_redeploy_a_moved_tag_then_upgrade_with_variables_then_sync() {
+    let app = spawn_app().await;
+    app.register_local_environment(ENV).await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    let live = push_as(&image("web:v1"), &stack, "live");
+    app.catalog.write(
+        "app/1.0.0.yml",
+        &web_manifest(
+            &stack,
+            "1.0.0",
+            &live,
+            "    GREETING: { default: hello }",
+            "    environment:\n      GREETING: ${GREETING}",
+        ),
+    );
+    app.catalog.write(
+        "app/2.0.0.yaml",
+        &web_manifest(
+            &stack,
+            "2.0.0",
+            &live,
+            "    GREETING: { default: hello }\n    TOKEN: { required: true }\n    EXTRA: { default: none }",
+            "    environment:\n      GREETING: ${GREETING}\n      TOKEN: ${TOKEN}\n      EXTRA: ${EXTRA}",
+        ),
+    );
+    let source = app.add_catalog_source().await;
+    assert_eq!(source.status, 201, "{:?}", source.body);
+    assert_eq!(source.body["stacksLoaded"], 2);
+
+    // Install 1.0.0.
+    let id = app.install(ENV, &stack, "1.0.0", json!({})).await;
+    let d = app.wait_terminal(&id).await;
+    assert_eq!(d["status"], "success", "{d}");
+    let first = service_containers(&stack, "web");
+    assert_eq!(first.len(), 1);
+    assert_eq!(http_get_container(&first[0]).await.trim(), "web v1");
+    assert!(inspect(&first[0], "{{json .Config.Env}}").contains("GREETING=hello"));
+    for (label, value) in [
+        ("com.docker.compose.project", stack.as_str()),
+        ("com.docker.compose.service", "web"),
+        ("io.shiplog.stack", stack.as_str()),
+        ("io.shiplog.environment", ENV),
+        ("io.shiplog.version", "1.0.0"),
+        ("io.shiplog.deployment", id.as_str()),
+    ] {
+        assert_eq!(
+            inspect(
+                &first[0],
+                &format!("{{{{index .Config.Labels \"{label}\"}}}}")
+            ),
+            value,
+            "{label}"
+        );
+    }
+    let networks = inspect(&first[0], "{{json .NetworkSettings.Networks}}");
+    assert!(networks.contains(&format!("{stack}_default")), "{networks}");
+
+    // CI pushes a new image under the same tag; redeploy picks it up.
+    let key = app
+        .create_key(
+            &["Hooks.Redeploy", "Hooks.Upgrade", "Hooks.SyncSources"],
+            None,
+        )
+        .await;
+    push_as(&image("web:v2"), &stack, "live");
+    let r = app
+        .hook(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &json!({ "stackName": stack, "environmentId": ENV }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["success"], true);
+    assert_eq!(
+        r.body["message"],
+        format!("Successfully triggered redeploy of '{stack}'.")
+    );
+    assert_eq!(r.body["stackName"], stack.as_str());
+    assert_eq!(r.body["stackVersion"], "1.0.0");
+    let redeploy_id = r.body["deploymentId"].as_str().unwrap().to_owned();
+    let d = app.wait_terminal(&redeploy_id).await;
+    assert_eq!(d["status"], "success", "{d}");
+    let second = service_containers(&stack, "web");
+    assert_eq!(second.len(), 1, "exactly one container after the redeploy");
+    assert_ne!(second[0], first[0], "a new image means a new container");
+    assert_eq!(http_get_container(&second[0]).await.trim(), "web v2");
+    let v2_id = docker(&["inspect", "--format", "{{.Id}}", &image("web:v2")]);
+    assert_eq!(inspect(&second[0], "{{.Image}}"), v2_id);
+    let v2_digest = docker(&[
+        "inspect",
+        "--format",
+        "{{index .RepoDigests 0}}",
+        &image("web:v2"),
+    ]);
+    let v2_digest = v2_digest.split_once('@').unwrap().1;
+    assert_eq!(
+        d["digests"]["web"], v2_digest,
+        "the recorded digest is the registry's"
+    );
+    let events = event_types(&app.events_of(&redeploy_id).await);
+    assert_eq!(
+        events,
+        [
+            "RedeployRequested",
+            "DeploymentStarted",
+            "ImagePulled",
+            "ContainerReplaced",
+            "DeploymentSucceeded"
+        ]
+    );
+
+    // Upgrade with variables: a missing required one is a 400 at the hook …
+    let r = app
+        .hook(
+            "/api/hooks/upgrade",
+            Some(&key),
+            &json!({ "stackName": stack, "targetVersion": "2.0.0", "environmentId": ENV })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("TOKEN"),
+        "{:?}",
+        r.body
+    );
+    // … and given, it reaches the container.
+    let body = json!({ "stackName": stack, "targetVersion": "2.0.0", "environmentId": ENV, "variables": { "GREETING": "hi there", "TOKEN": "s3cret" } });
+    let r = app
+        .hook("/api/hooks/upgrade", Some(&key), &body.to_string())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["message"],
+        format!("Successfully upgraded '{stack}' from 1.0.0 to 2.0.0.")
+    );
+    assert_eq!(r.body["previousVersion"], "1.0.0");
+    assert_eq!(r.body["newVersion"], "2.0.0");
+    let d = app
+        .wait_terminal(r.body["deploymentId"].as_str().unwrap())
+        .await;
+    assert_eq!(d["status"], "success", "{d}");
+    let third = service_containers(&stack, "web");
+    assert_eq!(third.len(), 1);
+    let env = inspect(&third[0], "{{json .Config.Env}}");
+    assert!(
+        env.contains("GREETING=hi there")
+            && env.contains("TOKEN=s3cret")
+            && env.contains("EXTRA=none"),
+        "{env}"
+    );
+    assert_eq!(
+        inspect(&third[0], "{{index .Config.Labels \"io.shiplog.version\"}}"),
+        "2.0.0"
+    );
+
+    let stack_view = app
+        .admin(
+            Method::GET,
+            &format!("/api/environments/{ENV}/stacks/{stack}"),
+            None,
+        )
+        .await;
+    assert_eq!(stack_view.status, 200);
+    assert_eq!(stack_view.body["version"], "2.0.0");
+    assert_eq!(stack_view.body["variables"]["GREETING"], "hi there");
+    assert_eq!(
+        stack_view.body["services"][0]["container"],
+        third[0].as_str()
+    );
+
+    // A third version lands in the folder; sync-sources loads it.
+    app.catalog.write(
+        "app/3.0.0.yml",
+        &web_manifest(&stack, "3.0.0", &live, "    {}", ""),
+    );
+    let r = app.hook("/api/hooks/sync-sources", Some(&key), "").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body,
+        json!({ "success": true, "stacksLoaded": 3, "sourcesSynced": 1, "message": "Synced 1 source(s), loaded 3 stack(s)." })
+    );
+    let catalog = app.admin(Method::GET, "/api/catalog/stacks", None).await;
+    let versions: Vec<&str> = catalog.body[0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1.0.0", "2.0.0", "3.0.0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeploy_with_an_unchanged_digest_keeps_the_container_unless_forced() {
+    let app = spawn_app().await;
+    app.register_local_environment(ENV).await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    let live = push_as(&image("web:v1"), &stack, "live");
+    app.catalog
+        .write("s.yml", &web_manifest(&stack, "1.0.0", &live, "    {}", ""));
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let id = app.install(ENV, &stack, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+    let before = service_containers(&stack, "web");
+
+    let key = app.create_key(&["Hooks.Redeploy"], Some(ENV)).await;
+    let r = app
+        .hook(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &json!({ "stackName": stack }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let id = r.body["deploymentId"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+    assert_eq!(service_containers(&stack, "web"), before, "same container");
+    assert!(event_types(&app.events_of(&id).await).contains(&"ServiceUnchanged".to_owned()));
+
+    let r = app
+        .hook(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &json!({ "stackName": stack, "force": true }).to_string(),
+        )
+        .await;
+    let id = r.body["deploymentId"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+    let after = service_containers(&stack, "web");
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "force recreates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_rolls_back_to_the_old_container() {
+    let app = spawn_app().await;
+    app.register_local_environment(ENV).await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    app.catalog.write(
+        "v1.yml",
+        &web_manifest(&stack, "1.0.0", &image("web:v1"), "    {}", ""),
+    );
+    app.catalog.write(
+        "v2.yml",
+        &web_manifest(&stack, "2.0.0", &image("unhealthy:v1"), "    {}", ""),
+    );
+    app.catalog.write(
+        "v3.yml",
+        &web_manifest(&stack, "3.0.0", &image("web:no-such-tag"), "    {}", ""),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let id = app.install(ENV, &stack, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+    let before = service_containers(&stack, "web");
+    assert_eq!(before.len(), 1);
+
+    let key = app.create_key(&["Hooks.Upgrade"], None).await;
+    for (version, expect) in [
+        ("2.0.0", "did not become healthy"),
+        ("3.0.0", "no-such-tag"),
+    ] {
+        let body = json!({ "stackName": stack, "targetVersion": version, "environmentId": ENV });
+        let r = app
+            .hook("/api/hooks/upgrade", Some(&key), &body.to_string())
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let d = app
+            .wait_terminal(r.body["deploymentId"].as_str().unwrap())
+            .await;
+        assert_eq!(d["status"], "failure", "{d}");
+        let message = d["message"].as_str().unwrap().to_lowercase();
+        assert!(message.contains(expect), "{version}: {message}");
+        // The old container is back (or never left), serving, and alone.
+        assert_eq!(service_containers(&stack, "web"), before, "{version}");
+        assert_eq!(inspect(&before[0], "{{.State.Running}}"), "true");
+        assert_eq!(http_get_container(&before[0]).await.trim(), "web v1");
+    }
+    let stack_view = app
+        .admin(
+            Method::GET,
+            &format!("/api/environments/{ENV}/stacks/{stack}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        stack_view.body["version"], "1.0.0",
+        "a failed upgrade leaves the recorded version"
+    );
+}

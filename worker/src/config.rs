@@ -1,0 +1,69 @@
+//! Worker configuration: environment variables, each also a flag.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Only take deployments of these environments (comma-separated ids). Default: all.
+    #[arg(long, env = "SHIPLOG_ENVIRONMENTS", value_delimiter = ',')]
+    pub environments: Vec<String>,
+
+    /// Deployments this process runs at once, per environment.
+    #[arg(long, env = "SHIPLOG_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Timeout of each Docker API call, in seconds.
+    #[arg(long, env = "SHIPLOG_DOCKER_TIMEOUT", default_value_t = 60)]
+    pub docker_timeout_secs: u64,
+
+    /// Deadline for pulling one image, in seconds.
+    #[arg(long, env = "SHIPLOG_PULL_TIMEOUT", default_value_t = 300)]
+    pub pull_timeout_secs: u64,
+
+    /// Deadline for a whole deployment, in seconds.
+    #[arg(long, env = "SHIPLOG_DEPLOYMENT_TIMEOUT", default_value_t = 1800)]
+    pub deployment_timeout_secs: u64,
+
+    /// How long a stack lease lives without renewal, in seconds. A crashed worker's stack
+    /// is free again after this long.
+    #[arg(long, env = "SHIPLOG_LEASE_TTL", default_value_t = 10)]
+    pub lease_ttl_secs: u64,
+
+    /// Queue heartbeat, in milliseconds: also the fallback poll period, and (×3) the time
+    /// after which a dead worker's job is handed to another.
+    #[arg(long, env = "SHIPLOG_HEARTBEAT_MS", default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+
+    /// Maximum PostgreSQL connections of this process.
+    #[arg(long, env = "SHIPLOG_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl WorkerConfig {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            docker_timeout: Duration::from_secs(self.docker_timeout_secs),
+            pull_timeout: Duration::from_secs(self.pull_timeout_secs),
+            deployment_timeout: Duration::from_secs(self.deployment_timeout_secs),
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs.max(2)),
+            heartbeat: Duration::from_millis(self.heartbeat_ms.max(200)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub docker_timeout: Duration,
+    pub pull_timeout: Duration,
+    pub deployment_timeout: Duration,
+    pub lease_ttl: Duration,
+    pub heartbeat: Duration,
+}

@@ -1,0 +1,576 @@
+//! The deploy executor: takes a deployment id, holds the stack's lease, and converges the
+//! Docker host to the requested version, recording every step as an event.
+//! Idempotent: a retry after a crash converges again instead of doubling work.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shiplog_events::catalog;
+use shiplog_events::commands::{deployments, environments};
+use shiplog_events::event::{
+    DeployedService, DeploymentKind, DeploymentRequest, Event, FailureKind, Metadata,
+    RecordedEvent, stream,
+};
+use shiplog_events::lease::{self, Lease};
+use shiplog_events::spec::StackSpec;
+use shiplog_events::store::{self, ExpectedVersion};
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::docker::{
+    ConvergeContext, ConvergeObserver, ConvergeReport, DockerClient, DockerError, PulledImage,
+};
+use crate::error::WorkerError;
+
+/// Attempts at a transient Docker failure (engine or registry unreachable) before the
+/// deployment ends in `error`.
+const TRANSIENT_ATTEMPTS: u32 = 3;
+const LEASE_POLL: Duration = Duration::from_millis(200);
+
+pub struct Executor {
+    pool: PgPool,
+    worker: String,
+    settings: Settings,
+    /// One client per Docker endpoint, made on first use.
+    clients: Mutex<HashMap<String, DockerClient>>,
+}
+
+/// How a deployment ended, before it is recorded.
+enum Outcome {
+    Succeeded {
+        digests: BTreeMap<String, String>,
+        services: Vec<DeployedService>,
+    },
+    Failed {
+        kind: FailureKind,
+        reason: String,
+        rolled_back: bool,
+    },
+}
+
+fn failed(kind: FailureKind, reason: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        kind,
+        reason: reason.into(),
+        rolled_back: false,
+    }
+}
+
+impl Executor {
+    pub fn new(pool: PgPool, worker: String, settings: Settings) -> Self {
+        Executor {
+            pool,
+            worker,
+            settings,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// Runs one deployment to a terminal state. `Err` only when the database (or the
+    /// lease) fails us: the queue then retries the job.
+    #[tracing::instrument(skip(self), fields(worker = %self.worker))]
+    pub async fn run(&self, deployment: Uuid) -> Result<(), WorkerError> {
+        let stream_id = stream::deployment(deployment);
+        let history = self.read(&stream_id).await?;
+        let Some((kind, request, correlation)) = request_of(&history) else {
+            tracing::warn!(%deployment, "job for a deployment with no request in the log: dropped");
+            return Ok(());
+        };
+        if is_terminal(&history) {
+            return Ok(());
+        }
+        let key = lease::stack_key(&request.environment, &request.stack);
+        let Some(lease) = self.acquire(&key, &stream_id).await? else {
+            return Ok(()); // finished by someone else while we waited
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = self.spawn_renewer(lease.clone(), lost.clone());
+        let result = self
+            .run_leased(deployment, kind, &request, correlation, &lease, &lost)
+            .await;
+        renewer.abort();
+        if let Err(e) = lease::release(&self.pool, &lease).await {
+            tracing::warn!(error = %e, "could not release the stack lease; it will expire");
+        }
+        result
+    }
+
+    async fn run_leased(
+        &self,
+        deployment: Uuid,
+        kind: DeploymentKind,
+        request: &DeploymentRequest,
+        correlation: Option<String>,
+        lease: &Lease,
+        lost: &Arc<AtomicBool>,
+    ) -> Result<(), WorkerError> {
+        let stream_id = stream::deployment(deployment);
+        // Re-read under the lease: an earlier run may have finished it meanwhile.
+        let history = self.read(&stream_id).await?;
+        if is_terminal(&history) {
+            return Ok(());
+        }
+        let attempt = history
+            .iter()
+            .filter(|e| matches!(e.event, Event::DeploymentStarted { .. }))
+            .count() as u32
+            + 1;
+        let metadata = Metadata {
+            correlation_id: correlation,
+            causation_id: Some(stream_id.clone()),
+            actor: Some(format!("worker:{}", self.worker)),
+            worker: Some(self.worker.clone()),
+        };
+        let started = Event::DeploymentStarted {
+            deployment,
+            worker: self.worker.clone(),
+            attempt,
+        };
+        self.record(lease, &stream_id, &[started], &metadata)
+            .await?;
+        tracing::info!(%deployment, kind = kind.as_str(), stack = %request.stack, version = %request.version, attempt, "deployment started");
+
+        let mut recorder = Recorder {
+            executor: self,
+            lease,
+            lost,
+            stream_id: &stream_id,
+            deployment,
+            metadata: &metadata,
+        };
+        let work = self.deploy(deployment, request, &mut recorder);
+        let outcome = match tokio::time::timeout(self.settings.deployment_timeout, work).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => failed(
+                FailureKind::Error,
+                format!(
+                    "deployment timed out after {} s",
+                    self.settings.deployment_timeout.as_secs()
+                ),
+            ),
+        };
+        self.finish(deployment, request, lease, &metadata, outcome)
+            .await
+    }
+
+    /// Resolve, pull everything, then converge. Returns the outcome to record.
+    async fn deploy(
+        &self,
+        deployment: Uuid,
+        request: &DeploymentRequest,
+        recorder: &mut Recorder<'_>,
+    ) -> Result<Outcome, WorkerError> {
+        let spec = match self.resolve(request).await? {
+            Ok(spec) => spec,
+            Err(outcome) => return Ok(outcome),
+        };
+        let Some(env) = environments::get(&self.pool, &request.environment).await? else {
+            return Ok(failed(
+                FailureKind::Failure,
+                format!("environment '{}' no longer exists", request.environment),
+            ));
+        };
+        let docker = match self.client(&env.docker_endpoint).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(failed(FailureKind::Error, e.to_string())),
+        };
+
+        // Every image first: a failed pull ends the deployment before anything runs.
+        let mut images = BTreeMap::new();
+        for service in &spec.services {
+            let pulled = match self.pull(&docker, &service.image).await {
+                Ok(p) => p,
+                Err(e) => return Ok(failed(failure_kind(&e), e.to_string())),
+            };
+            let event = Event::ImagePulled {
+                deployment,
+                service: service.name.clone(),
+                image: service.image.clone(),
+                image_id: pulled.id.clone(),
+                digest: repo_digest(&pulled),
+            };
+            recorder.record(event).await?;
+            images.insert(service.name.clone(), pulled);
+        }
+
+        let ctx = ConvergeContext {
+            environment: request.environment.clone(),
+            deployment_id: deployment.to_string(),
+            force: request.force,
+            health_timeout: None,
+        };
+        match docker.converge(&ctx, &spec, &images, recorder).await {
+            Ok(report) => Ok(succeeded(&spec, &images, &report)),
+            Err(failure) => {
+                if let DockerError::LeaseLost(_) = failure.error {
+                    return Err(shiplog_events::Error::LeaseLost(lease_key(request)).into());
+                }
+                Ok(Outcome::Failed {
+                    kind: failure_kind(&failure.error),
+                    reason: failure.error.to_string(),
+                    rolled_back: failure.rolled_back,
+                })
+            }
+        }
+    }
+
+    /// The catalog manifest of the requested version, with its variables.
+    async fn resolve(
+        &self,
+        request: &DeploymentRequest,
+    ) -> Result<Result<StackSpec, Outcome>, WorkerError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(shiplog_events::Error::from)?;
+        let manifest =
+            deployments::catalog_manifest(&mut conn, &request.stack, &request.version).await?;
+        let Some(manifest) = manifest else {
+            return Ok(Err(failed(
+                FailureKind::Failure,
+                format!(
+                    "version '{}' of stack '{}' is no longer in the catalog",
+                    request.version, request.stack
+                ),
+            )));
+        };
+        Ok(
+            catalog::resolve(&manifest, &request.variables).map_err(|e| {
+                failed(
+                    FailureKind::Failure,
+                    format!("cannot resolve the manifest: {e}"),
+                )
+            }),
+        )
+    }
+
+    async fn pull(&self, docker: &DockerClient, image: &str) -> Result<PulledImage, DockerError> {
+        let mut delay = Duration::from_secs(1);
+        let mut attempt = 1;
+        loop {
+            match docker.pull(image, self.settings.pull_timeout).await {
+                Ok(pulled) => return Ok(pulled),
+                Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
+                    tracing::warn!(%image, attempt, error = %e, "pull failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn client(&self, endpoint: &str) -> Result<DockerClient, DockerError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let client = DockerClient::connect(endpoint, self.settings.docker_timeout).await?;
+        clients.insert(endpoint.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Records the terminal events: on success the stack's new state and the deployment's
+    /// end in one transaction, so no reader sees one without the other.
+    async fn finish(
+        &self,
+        deployment: Uuid,
+        request: &DeploymentRequest,
+        lease: &Lease,
+        metadata: &Metadata,
+        outcome: Outcome,
+    ) -> Result<(), WorkerError> {
+        let stream_id = stream::deployment(deployment);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(shiplog_events::Error::from)?;
+        lease::check(&mut tx, lease).await?;
+        match outcome {
+            Outcome::Succeeded { digests, services } => {
+                let stack_stream = stream::stack(&request.environment, &request.stack);
+                let version = store::stream_version(&mut tx, &stack_stream).await?;
+                let deployed = Event::StackDeployed {
+                    environment: request.environment.clone(),
+                    stack: request.stack.clone(),
+                    version: request.version.clone(),
+                    deployment,
+                    digests: digests.clone(),
+                    variables: request.variables.clone(),
+                    services,
+                };
+                store::append(
+                    &mut tx,
+                    &stack_stream,
+                    ExpectedVersion::Exactly(version),
+                    &[deployed],
+                    metadata,
+                )
+                .await?;
+                let succeeded = Event::DeploymentSucceeded {
+                    deployment,
+                    version: request.version.clone(),
+                    digests,
+                };
+                store::append(
+                    &mut tx,
+                    &stream_id,
+                    ExpectedVersion::Any,
+                    &[succeeded],
+                    metadata,
+                )
+                .await?;
+                tracing::info!(%deployment, "deployment succeeded");
+            }
+            Outcome::Failed {
+                kind,
+                reason,
+                rolled_back,
+            } => {
+                tracing::warn!(%deployment, ?kind, %reason, rolled_back, "deployment failed");
+                let event = Event::DeploymentFailed {
+                    deployment,
+                    kind,
+                    reason,
+                    rolled_back,
+                };
+                store::append(
+                    &mut tx,
+                    &stream_id,
+                    ExpectedVersion::Any,
+                    &[event],
+                    metadata,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(shiplog_events::Error::from)?;
+        Ok(())
+    }
+
+    /// Waits for the stack's lease. `None` if the deployment ended while waiting.
+    async fn acquire(&self, key: &str, stream_id: &str) -> Result<Option<Lease>, WorkerError> {
+        let mut polls = 0u32;
+        loop {
+            if let Some(lease) =
+                lease::try_acquire(&self.pool, key, &self.worker, self.settings.lease_ttl).await?
+            {
+                return Ok(Some(lease));
+            }
+            polls += 1;
+            // Now and then, check whether another run finished the deployment meanwhile.
+            if polls.is_multiple_of(25) && is_terminal(&self.read(stream_id).await?) {
+                return Ok(None);
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+
+    fn spawn_renewer(&self, lease: Lease, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        let ttl = self.settings.lease_ttl;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match lease::renew(&pool, &lease, ttl).await {
+                    Ok(()) => {}
+                    Err(shiplog_events::Error::LeaseLost(_)) => {
+                        tracing::error!(stack = %lease.stack_key, "stack lease lost: stopping this deployment");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // A passing database error: try again; the fence catches real loss.
+                    Err(e) => tracing::warn!(error = %e, "could not renew the stack lease"),
+                }
+            }
+        })
+    }
+
+    async fn read(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, WorkerError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(shiplog_events::Error::from)?;
+        Ok(store::read_stream(&mut conn, stream_id).await?)
+    }
+
+    /// Appends on behalf of a lease: refused once the lease is no longer ours.
+    async fn record(
+        &self,
+        lease: &Lease,
+        stream_id: &str,
+        events: &[Event],
+        metadata: &Metadata,
+    ) -> Result<(), WorkerError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(shiplog_events::Error::from)?;
+        lease::check(&mut tx, lease).await?;
+        store::append(&mut tx, stream_id, ExpectedVersion::Any, events, metadata).await?;
+        tx.commit().await.map_err(shiplog_events::Error::from)?;
+        Ok(())
+    }
+}
+
+fn lease_key(request: &DeploymentRequest) -> String {
+    lease::stack_key(&request.environment, &request.stack)
+}
+
+fn request_of(
+    history: &[RecordedEvent],
+) -> Option<(DeploymentKind, DeploymentRequest, Option<String>)> {
+    let first = history.first()?;
+    let (kind, request) = first.event.request()?;
+    Some((kind, request.clone(), first.metadata.correlation_id.clone()))
+}
+
+fn is_terminal(history: &[RecordedEvent]) -> bool {
+    history.iter().any(|e| {
+        matches!(
+            e.event,
+            Event::DeploymentSucceeded { .. } | Event::DeploymentFailed { .. }
+        )
+    })
+}
+
+/// A transient Docker problem (engine or registry unreachable, timeout) is Shiplog's
+/// `error`; anything about the stack itself is a `failure`.
+fn failure_kind(e: &DockerError) -> FailureKind {
+    if e.is_transient() {
+        FailureKind::Error
+    } else {
+        FailureKind::Failure
+    }
+}
+
+/// The registry's manifest digest (`sha256:…`) of the pulled reference, when it has one.
+fn repo_digest(pulled: &PulledImage) -> Option<String> {
+    let repo = pulled
+        .reference
+        .rsplit_once('@')
+        .map(|(r, _)| r)
+        .unwrap_or(&pulled.reference);
+    let repo = match repo.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => repo,
+    };
+    pulled
+        .repo_digests
+        .iter()
+        .find_map(|d| d.strip_prefix(repo).and_then(|rest| rest.strip_prefix('@')))
+        .or_else(|| {
+            pulled
+                .repo_digests
+                .first()
+                .and_then(|d| d.split_once('@').map(|(_, x)| x))
+        })
+        .map(str::to_owned)
+}
+
+fn succeeded(
+    spec: &StackSpec,
+    images: &BTreeMap<String, PulledImage>,
+    report: &ConvergeReport,
+) -> Outcome {
+    let mut digests = BTreeMap::new();
+    let mut services = Vec::new();
+    for service in &spec.services {
+        let Some(pulled) = images.get(&service.name) else {
+            continue;
+        };
+        let digest = repo_digest(pulled);
+        digests.insert(
+            service.name.clone(),
+            digest.clone().unwrap_or_else(|| pulled.id.clone()),
+        );
+        let container = report
+            .services
+            .iter()
+            .find(|o| o.service == service.name)
+            .map(|o| o.container_id.clone())
+            .unwrap_or_default();
+        services.push(DeployedService {
+            name: service.name.clone(),
+            image: service.image.clone(),
+            image_id: pulled.id.clone(),
+            digest,
+            container,
+        });
+    }
+    Outcome::Succeeded { digests, services }
+}
+
+/// Records converge progress and fences every Docker change with the stack lease.
+struct Recorder<'a> {
+    executor: &'a Executor,
+    lease: &'a Lease,
+    lost: &'a Arc<AtomicBool>,
+    stream_id: &'a str,
+    deployment: Uuid,
+    metadata: &'a Metadata,
+}
+
+impl Recorder<'_> {
+    async fn record(&mut self, event: Event) -> Result<(), WorkerError> {
+        self.executor
+            .record(self.lease, self.stream_id, &[event], self.metadata)
+            .await
+    }
+}
+
+impl ConvergeObserver for Recorder<'_> {
+    async fn before_change(&mut self) -> Result<(), String> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(format!("lease on stack '{}' lost", self.lease.stack_key));
+        }
+        let mut tx = self
+            .executor
+            .pool
+            .begin()
+            .await
+            .map_err(|e| e.to_string())?;
+        lease::check(&mut tx, self.lease)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())
+    }
+
+    async fn service_unchanged(&mut self, service: &str, container_id: &str) -> Result<(), String> {
+        let event = Event::ServiceUnchanged {
+            deployment: self.deployment,
+            service: service.to_owned(),
+            container: container_id.to_owned(),
+        };
+        self.record(event).await.map_err(|e| e.to_string())
+    }
+
+    async fn container_replaced(
+        &mut self,
+        service: &str,
+        old: Option<&str>,
+        new: &str,
+    ) -> Result<(), String> {
+        let event = Event::ContainerReplaced {
+            deployment: self.deployment,
+            service: service.to_owned(),
+            old: old.map(str::to_owned),
+            new: new.to_owned(),
+        };
+        self.record(event).await.map_err(|e| e.to_string())
+    }
+}
