@@ -18,7 +18,6 @@ impl Drop for Worker {
 fn spawn_worker(database_url: &str) -> Worker {
     let child = Command::new(workspace_binary("shiplog-worker"))
         .env("DATABASE_URL", database_url)
-        .env("SHIPLOG_HEARTBEAT_MS", "1000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

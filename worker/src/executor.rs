@@ -88,7 +88,11 @@ impl Executor {
             return Ok(());
         }
         let key = lease::stack_key(&request.environment, &request.stack);
-        let Some(lease) = self.acquire(&key, &stream_id).await? else {
+        // The holder names this run, not just this process: two deployments of one stack in
+        // one process, or the same job handed out twice by the queue after a missed
+        // heartbeat, must exclude each other too.
+        let holder = format!("{}/{deployment}/{}", self.worker, Uuid::new_v4().simple());
+        let Some(lease) = self.acquire(&key, &holder, &stream_id).await? else {
             return Ok(()); // finished by someone else while we waited
         };
         let lost = Arc::new(AtomicBool::new(false));
@@ -361,11 +365,16 @@ impl Executor {
     }
 
     /// Waits for the stack's lease. `None` if the deployment ended while waiting.
-    async fn acquire(&self, key: &str, stream_id: &str) -> Result<Option<Lease>, WorkerError> {
+    async fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        stream_id: &str,
+    ) -> Result<Option<Lease>, WorkerError> {
         let mut polls = 0u32;
         loop {
             if let Some(lease) =
-                lease::try_acquire(&self.pool, key, &self.worker, self.settings.lease_ttl).await?
+                lease::try_acquire(&self.pool, key, holder, self.settings.lease_ttl).await?
             {
                 return Ok(Some(lease));
             }

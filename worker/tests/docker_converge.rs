@@ -472,9 +472,12 @@ async fn exiting_image_rolls_back_to_the_running_version() {
             *error,
             DockerError::Exited {
                 service: "web".to_owned(),
-                exit_code: 1
+                exit_code: 1,
+                // What the image prints to stderr before it exits.
+                output: Some("exits v1: exiting with code 1".to_owned()),
             }
         );
+        assert!(error.to_string().contains("exiting with code 1"), "{error}");
     })
     .await;
 }
@@ -507,6 +510,7 @@ async fn missing_tag_is_image_not_found_and_permanent() {
         "{error:?}"
     );
     assert!(!error.is_transient());
+    eprintln!("{error}");
     assert!(error.to_string().contains(&missing), "{error}");
 
     let error = client
@@ -528,6 +532,7 @@ async fn missing_tag_is_image_not_found_and_permanent() {
         .unwrap_err();
     assert!(matches!(error, DockerError::PullFailed { .. }), "{error:?}");
     assert!(error.is_transient());
+    eprintln!("{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,6 +545,7 @@ async fn unreachable_engine_is_transient() {
         "{error:?}"
     );
     assert!(error.is_transient());
+    eprintln!("{error}");
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
@@ -552,6 +558,7 @@ async fn unreachable_engine_is_transient() {
         "{error:?}"
     );
     assert!(error.is_transient());
+    eprintln!("{error}");
 
     let error = DockerClient::connect("ftp://somewhere", CALL_TIMEOUT)
         .await
@@ -806,7 +813,7 @@ async fn a_failing_second_service_rolls_back_the_first() {
         .await
         .unwrap_err();
     assert!(
-        matches!(failure.error, DockerError::Exited { ref service, exit_code: 1 } if service == "app"),
+        matches!(failure.error, DockerError::Exited { ref service, exit_code: 1, .. } if service == "app"),
         "{failure:?}"
     );
     assert!(failure.rolled_back, "{failure:?}");

@@ -41,8 +41,16 @@ pub enum DockerError {
     Unhealthy { service: String, detail: String },
 
     /// The new container stopped (or was restarted by its restart policy) right after start.
-    #[error("service {service} exited with code {exit_code} right after it started")]
-    Exited { service: String, exit_code: i64 },
+    /// `output` holds the last lines it printed, when there were any.
+    #[error(
+        "service {service} exited with code {exit_code} right after it started{}",
+        output_suffix(.output)
+    )]
+    Exited {
+        service: String,
+        exit_code: i64,
+        output: Option<String>,
+    },
 
     /// The tag moved between the pull and the container creation: the container would not
     /// run the image that was pulled and recorded.
@@ -113,6 +121,13 @@ impl DockerError {
     }
 }
 
+fn output_suffix(output: &Option<String>) -> String {
+    match output {
+        Some(output) if !output.is_empty() => format!("; last output: {output}"),
+        _ => String::new(),
+    }
+}
+
 /// An error's message followed by its sources (`a: b: c`), without repeating a source whose
 /// text is already part of the message.
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -161,7 +176,8 @@ mod tests {
         assert!(
             !DockerError::Exited {
                 service: "web".into(),
-                exit_code: 1
+                exit_code: 1,
+                output: None,
             }
             .is_transient()
         );
@@ -173,10 +189,20 @@ mod tests {
         let e = DockerError::Exited {
             service: "web".into(),
             exit_code: 1,
+            output: None,
         };
         assert_eq!(
             e.to_string(),
             "service web exited with code 1 right after it started"
+        );
+        let e = DockerError::Exited {
+            service: "web".into(),
+            exit_code: 2,
+            output: Some("config missing".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "service web exited with code 2 right after it started; last output: config missing"
         );
         let e = DockerError::Timeout {
             operation: "stop container a".into(),

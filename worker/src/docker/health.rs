@@ -7,7 +7,14 @@ use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum,
 };
 
+use bollard::query_parameters::LogsOptions;
+use futures::StreamExt;
+
 use super::{DockerClient, DockerError};
+
+/// How many of its last lines an exited container's error quotes.
+const LOG_TAIL_LINES: u32 = 5;
+const MAX_OUTPUT_CHARS: usize = 500;
 
 /// How often the container is inspected while waiting.
 const POLL: Duration = Duration::from_millis(200);
@@ -73,6 +80,44 @@ fn last_check(container: &ContainerInspectResponse) -> String {
 }
 
 impl DockerClient {
+    /// The last lines a container printed (stdout and stderr), best effort: `None` when it
+    /// printed nothing or the logs cannot be read.
+    pub(crate) async fn last_output(&self, container: &str) -> Option<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: LOG_TAIL_LINES.to_string(),
+            ..Default::default()
+        };
+        let read = async {
+            let mut text = String::new();
+            let mut logs = self.docker.logs(container, Some(options));
+            while let Some(Ok(chunk)) = logs.next().await {
+                text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            }
+            text
+        };
+        let text = tokio::time::timeout(self.call_timeout, read).await.ok()?;
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        let mut joined = lines.join(" / ");
+        if joined.len() > MAX_OUTPUT_CHARS {
+            let cut = (0..=MAX_OUTPUT_CHARS)
+                .rev()
+                .find(|i| joined.is_char_boundary(*i))
+                .unwrap_or(0);
+            joined.truncate(cut);
+            joined.push('…');
+        }
+        Some(joined)
+    }
+
     /// Waits until `container` runs and, when it has a health check (from the spec or the
     /// image), is healthy. Without a health check it must stay running for `settle`.
     ///
@@ -104,44 +149,42 @@ impl DockerClient {
             let state = inspected.state.clone().unwrap_or_default();
             let restarts = inspected.restart_count.unwrap_or(0);
             let baseline = *baseline_restarts.get_or_insert(restarts);
-            let exited = || DockerError::Exited {
-                service: service.to_owned(),
-                exit_code: state.exit_code.unwrap_or(-1),
-            };
             let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
-            match status {
+            let stopped = matches!(
+                status,
                 ContainerStateStatusEnum::EXITED
-                | ContainerStateStatusEnum::DEAD
-                | ContainerStateStatusEnum::RESTARTING => return Err(exited()),
-                _ if restarts > baseline => return Err(exited()),
-                ContainerStateStatusEnum::RUNNING => {
-                    if health.is_some() {
-                        let health_status = state
-                            .health
-                            .as_ref()
-                            .and_then(|h| h.status)
-                            .unwrap_or(HealthStatusEnum::STARTING);
-                        match health_status {
-                            HealthStatusEnum::HEALTHY => return Ok(()),
-                            HealthStatusEnum::UNHEALTHY => {
-                                return Err(DockerError::Unhealthy {
-                                    service: service.to_owned(),
-                                    detail: format!(
-                                        "the health check failed; {}",
-                                        last_check(&inspected)
-                                    ),
-                                });
-                            }
-                            _ => {}
-                        }
-                    } else if started.elapsed() >= settle {
-                        return Ok(());
+                    | ContainerStateStatusEnum::DEAD
+                    | ContainerStateStatusEnum::RESTARTING
+            );
+            if stopped || restarts > baseline {
+                return Err(DockerError::Exited {
+                    service: service.to_owned(),
+                    exit_code: state.exit_code.unwrap_or(-1),
+                    output: self.last_output(container).await,
+                });
+            }
+            let running = status == ContainerStateStatusEnum::RUNNING;
+            if running && health.is_some() {
+                let health_status = state
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.status)
+                    .unwrap_or(HealthStatusEnum::STARTING);
+                match health_status {
+                    HealthStatusEnum::HEALTHY => return Ok(()),
+                    HealthStatusEnum::UNHEALTHY => {
+                        return Err(DockerError::Unhealthy {
+                            service: service.to_owned(),
+                            detail: format!("the health check failed; {}", last_check(&inspected)),
+                        });
                     }
+                    _ => {}
                 }
-                _ => {}
+            } else if running && started.elapsed() >= settle {
+                return Ok(());
             }
             if started.elapsed() >= deadline {
-                let detail = if status != ContainerStateStatusEnum::RUNNING {
+                let detail = if !running {
                     format!(
                         "still {status} after {}s instead of running",
                         deadline.as_secs()
