@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use shiplog_events::apikey::Permission;
@@ -94,19 +95,13 @@ async fn redeploy(
         status: None,
     };
     let waited = wait_if_asked(&state, &query, requested.deployment).await?;
-    Ok(match waited {
-        Waited::NotAsked => HttpResponse::Ok().json(response),
-        Waited::Finished(d) => {
-            response.success = d.status == "success";
-            response.message = ended_message(&d);
-            response.status = Some(d.status);
-            HttpResponse::Ok().json(response)
-        }
-        Waited::TimedOut(status) => {
-            response.status = Some(status);
-            HttpResponse::Accepted().json(response)
-        }
-    })
+    let code = settle(
+        waited,
+        &mut response.success,
+        &mut response.message,
+        &mut response.status,
+    );
+    Ok(HttpResponse::build(code).json(response))
 }
 
 #[post("/api/hooks/upgrade")]
@@ -142,19 +137,13 @@ async fn upgrade(
         status: None,
     };
     let waited = wait_if_asked(&state, &query, requested.deployment).await?;
-    Ok(match waited {
-        Waited::NotAsked => HttpResponse::Ok().json(response),
-        Waited::Finished(d) => {
-            response.success = d.status == "success";
-            response.message = ended_message(&d);
-            response.status = Some(d.status);
-            HttpResponse::Ok().json(response)
-        }
-        Waited::TimedOut(status) => {
-            response.status = Some(status);
-            HttpResponse::Accepted().json(response)
-        }
-    })
+    let code = settle(
+        waited,
+        &mut response.success,
+        &mut response.message,
+        &mut response.status,
+    );
+    Ok(HttpResponse::build(code).json(response))
 }
 
 #[derive(Debug, Serialize)]
@@ -214,8 +203,31 @@ async fn sync_sources(
 
 enum Waited {
     NotAsked,
-    Finished(queries::Deployment),
+    Finished(Box<queries::Deployment>),
     TimedOut(String),
+}
+
+/// Applies `?wait` to a hook's answer: once ended, `success` and `message` tell how;
+/// still running at the timeout, the answer is 202 with the current status.
+fn settle(
+    waited: Waited,
+    success: &mut bool,
+    message: &mut String,
+    status: &mut Option<String>,
+) -> StatusCode {
+    match waited {
+        Waited::NotAsked => StatusCode::OK,
+        Waited::Finished(d) => {
+            *success = d.status == "success";
+            *message = ended_message(&d);
+            *status = Some(d.status);
+            StatusCode::OK
+        }
+        Waited::TimedOut(current) => {
+            *status = Some(current);
+            StatusCode::ACCEPTED
+        }
+    }
 }
 
 fn ended_message(d: &queries::Deployment) -> String {
@@ -243,7 +255,7 @@ async fn wait_if_asked(state: &AppState, query: &WaitQuery, id: Uuid) -> Result<
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("deployment {id} not found")))?;
         if deployment.is_terminal() {
-            return Ok(Waited::Finished(deployment));
+            return Ok(Waited::Finished(Box::new(deployment)));
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(Waited::TimedOut(deployment.status));
