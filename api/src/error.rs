@@ -18,6 +18,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
     /// The database is unreachable: the client should retry shortly.
     #[error("service temporarily unavailable: {0}")]
     Unavailable(#[source] DomainError),
@@ -31,6 +33,7 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid(m) => ApiError::BadRequest(m),
             DomainError::NotFound(m) => ApiError::NotFound(m),
             DomainError::AlreadyExists(m) => ApiError::Conflict(m),
+            DomainError::Unprocessable(m) => ApiError::Unprocessable(m),
             e if e.is_unavailable() => ApiError::Unavailable(e),
             e => ApiError::Internal(e),
         }
@@ -51,6 +54,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

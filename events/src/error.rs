@@ -11,6 +11,9 @@ pub enum Error {
     /// A resource addressed by the path does not exist. A 404 at the API.
     #[error("{0}")]
     NotFound(String),
+    /// Understood but refused as it stands (an idempotency key reused for another request).
+    #[error("{0}")]
+    Unprocessable(String),
     /// The resource exists already.
     #[error("{0}")]
     AlreadyExists(String),

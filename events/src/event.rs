@@ -37,6 +37,7 @@ pub enum DeploymentKind {
     Install,
     Redeploy,
     Upgrade,
+    Rollback,
 }
 
 impl DeploymentKind {
@@ -45,6 +46,7 @@ impl DeploymentKind {
             DeploymentKind::Install => "install",
             DeploymentKind::Redeploy => "redeploy",
             DeploymentKind::Upgrade => "upgrade",
+            DeploymentKind::Rollback => "rollback",
         }
     }
 }
@@ -72,6 +74,10 @@ pub struct DeploymentRequest {
     pub variables: BTreeMap<String, String>,
     #[serde(default)]
     pub force: bool,
+    /// Images pinned by digest (`repo@sha256:…`) per service, overriding the manifest's
+    /// references: a rollback runs exactly what ran before, even after a tag moved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +135,19 @@ pub enum Event {
     DeployRequested(DeploymentRequest),
     RedeployRequested(DeploymentRequest),
     UpgradeRequested(DeploymentRequest),
+    RollbackRequested(DeploymentRequest),
+    /// A redeploy request that arrived while an equal one was still queued: it joins that
+    /// deployment instead of queueing another.
+    RedeployJoined {
+        deployment: Uuid,
+        force: bool,
+    },
+    /// A queued deployment made pointless by a newer request (`by`); it ends `inactive`.
+    DeploymentSuperseded {
+        deployment: Uuid,
+        by: Uuid,
+        reason: String,
+    },
     DeploymentStarted {
         deployment: Uuid,
         worker: String,
@@ -186,6 +205,9 @@ impl Event {
             Event::DeployRequested(_) => "DeployRequested",
             Event::RedeployRequested(_) => "RedeployRequested",
             Event::UpgradeRequested(_) => "UpgradeRequested",
+            Event::RollbackRequested(_) => "RollbackRequested",
+            Event::RedeployJoined { .. } => "RedeployJoined",
+            Event::DeploymentSuperseded { .. } => "DeploymentSuperseded",
             Event::DeploymentStarted { .. } => "DeploymentStarted",
             Event::ImagePulled { .. } => "ImagePulled",
             Event::ContainerReplaced { .. } => "ContainerReplaced",
@@ -221,11 +243,22 @@ impl Event {
         serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
     }
 
+    /// Whether this event ends a deployment.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::DeploymentSucceeded { .. }
+                | Event::DeploymentFailed { .. }
+                | Event::DeploymentSuperseded { .. }
+        )
+    }
+
     pub fn request(&self) -> Option<(DeploymentKind, &DeploymentRequest)> {
         match self {
             Event::DeployRequested(r) => Some((DeploymentKind::Install, r)),
             Event::RedeployRequested(r) => Some((DeploymentKind::Redeploy, r)),
             Event::UpgradeRequested(r) => Some((DeploymentKind::Upgrade, r)),
+            Event::RollbackRequested(r) => Some((DeploymentKind::Rollback, r)),
             _ => None,
         }
     }
@@ -306,6 +339,7 @@ mod tests {
             previous_version: Some("1.0.0".into()),
             variables: BTreeMap::new(),
             force: true,
+            images: BTreeMap::new(),
         });
         let (ty, data) = event.to_stored();
         assert_eq!(ty, "RedeployRequested");

@@ -129,7 +129,10 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
                 .await?;
             }
         }
-        Event::DeployRequested(r) | Event::RedeployRequested(r) | Event::UpgradeRequested(r) => {
+        Event::DeployRequested(r)
+        | Event::RedeployRequested(r)
+        | Event::UpgradeRequested(r)
+        | Event::RollbackRequested(r) => {
             let kind = match recorded.event.request() {
                 Some((kind, _)) => kind,
                 None => DeploymentKind::Install,
@@ -189,7 +192,14 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             .execute(tx)
             .await?;
         }
-        Event::ContainerReplaced { .. } | Event::ServiceUnchanged { .. } => {}
+        Event::ContainerReplaced { .. }
+        | Event::ServiceUnchanged { .. }
+        | Event::RedeployJoined { .. } => {}
+        Event::DeploymentSuperseded {
+            deployment, reason, ..
+        } => {
+            finish(tx, recorded, *deployment, "inactive", reason).await?;
+        }
         Event::DeploymentSucceeded {
             deployment,
             version,

@@ -169,7 +169,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub catalog: CatalogDir,
     pub client: reqwest::Client,
-    worker_stop: Option<watch::Sender<bool>>,
+    worker_stops: Vec<watch::Sender<bool>>,
 }
 
 pub struct AppOptions {
@@ -221,19 +221,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.state.pool.clone();
     tokio::spawn(app.run_until_stopped());
-    let worker_stop = if options.worker {
-        let (stop, shutdown) = watch::channel(false);
-        let cfg = worker_config(&db.url);
-        tokio::spawn(async move {
-            if let Err(e) = shiplog_worker::runner::run(cfg, shutdown).await {
-                eprintln!("test worker stopped: {e}");
-            }
-        });
-        Some(stop)
-    } else {
-        None
-    };
-    TestApp {
+    let mut app = TestApp {
         address,
         admin_token,
         pool,
@@ -243,15 +231,38 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap(),
-        worker_stop,
+        worker_stops: Vec::new(),
+    };
+    if options.worker {
+        app.start_worker();
+    }
+    app
+}
+
+impl TestApp {
+    /// Starts a worker inside the test process; it stops when the app is dropped.
+    pub fn start_worker(&mut self) {
+        let (stop, shutdown) = watch::channel(false);
+        let cfg = worker_config(&self.db.url);
+        tokio::spawn(async move {
+            if let Err(e) = shiplog_worker::runner::run(cfg, shutdown).await {
+                eprintln!("test worker stopped: {e}");
+            }
+        });
+        self.worker_stops.push(stop);
+    }
+
+    /// Stops the in-process workers (running deployments finish first).
+    pub fn stop_workers(&mut self) {
+        for stop in self.worker_stops.drain(..) {
+            let _ = stop.send(true);
+        }
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(stop) = &self.worker_stop {
-            let _ = stop.send(true);
-        }
+        self.stop_workers();
     }
 }
 
@@ -281,6 +292,16 @@ impl TestApp {
     }
 
     pub async fn hook(&self, path: &str, key: Option<&str>, body: &str) -> Reply {
+        self.hook_with(path, key, body, &[]).await
+    }
+
+    pub async fn hook_with(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = self
             .client
             .post(format!("{}{path}", self.address))
@@ -288,6 +309,9 @@ impl TestApp {
             .body(body.to_owned());
         if let Some(key) = key {
             req = req.header("X-Api-Key", key);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         reply(req.send().await.expect("request sent")).await
     }

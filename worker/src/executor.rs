@@ -30,6 +30,8 @@ use crate::error::WorkerError;
 /// deployment ends in `error`.
 const TRANSIENT_ATTEMPTS: u32 = 3;
 const LEASE_POLL: Duration = Duration::from_millis(200);
+/// Appends racing the start of a deployment (joins, supersessions) before giving up.
+const START_RACES: usize = 10;
 
 pub struct Executor {
     pool: PgPool,
@@ -117,29 +119,48 @@ impl Executor {
         lost: &Arc<AtomicBool>,
     ) -> Result<(), WorkerError> {
         let stream_id = stream::deployment(deployment);
-        // Re-read under the lease: an earlier run may have finished it meanwhile.
-        let history = self.read(&stream_id).await?;
-        if is_terminal(&history) {
-            return Ok(());
-        }
-        let attempt = history
-            .iter()
-            .filter(|e| matches!(e.event, Event::DeploymentStarted { .. }))
-            .count() as u32
-            + 1;
         let metadata = Metadata {
             correlation_id: correlation,
             causation_id: Some(stream_id.clone()),
             actor: Some(format!("worker:{}", self.worker)),
             worker: Some(self.worker.clone()),
         };
-        let started = Event::DeploymentStarted {
-            deployment,
-            worker: self.worker.clone(),
-            attempt,
-        };
-        self.record(lease, &stream_id, &[started], &metadata)
-            .await?;
+        // Re-read under the lease: an earlier run may have finished it meanwhile, or a
+        // newer request superseded it. The API appends to queued deployments (joins,
+        // supersessions) with an expected version; so does this start, and the loser of a
+        // race reads again.
+        let mut attempt = 0;
+        for _ in 0..START_RACES {
+            let history = self.read(&stream_id).await?;
+            if is_terminal(&history) {
+                return Ok(());
+            }
+            attempt = history
+                .iter()
+                .filter(|e| matches!(e.event, Event::DeploymentStarted { .. }))
+                .count() as u32
+                + 1;
+            let started = Event::DeploymentStarted {
+                deployment,
+                worker: self.worker.clone(),
+                attempt,
+            };
+            let expected = ExpectedVersion::Exactly(history.last().map_or(0, |e| e.stream_version));
+            match self
+                .record(lease, &stream_id, expected, &[started], &metadata)
+                .await
+            {
+                Ok(()) => break,
+                Err(WorkerError::Domain(shiplog_events::Error::Conflict { .. })) => attempt = 0,
+                Err(e) => return Err(e),
+            }
+        }
+        if attempt == 0 {
+            return Err(shiplog_events::Error::Queue(format!(
+                "deployment {deployment} kept changing while starting"
+            ))
+            .into());
+        }
         tracing::info!(%deployment, kind = kind.as_str(), stack = %request.stack, version = %request.version, attempt, "deployment started");
 
         let mut recorder = Recorder {
@@ -421,6 +442,7 @@ impl Executor {
         &self,
         lease: &Lease,
         stream_id: &str,
+        expected: ExpectedVersion,
         events: &[Event],
         metadata: &Metadata,
     ) -> Result<(), WorkerError> {
@@ -430,7 +452,7 @@ impl Executor {
             .await
             .map_err(shiplog_events::Error::from)?;
         lease::check(&mut tx, lease).await?;
-        store::append(&mut tx, stream_id, ExpectedVersion::Any, events, metadata).await?;
+        store::append(&mut tx, stream_id, expected, events, metadata).await?;
         tx.commit().await.map_err(shiplog_events::Error::from)?;
         Ok(())
     }
@@ -449,12 +471,7 @@ fn request_of(
 }
 
 fn is_terminal(history: &[RecordedEvent]) -> bool {
-    history.iter().any(|e| {
-        matches!(
-            e.event,
-            Event::DeploymentSucceeded { .. } | Event::DeploymentFailed { .. }
-        )
-    })
+    history.iter().any(|e| e.event.is_terminal())
 }
 
 /// A transient Docker problem (engine or registry unreachable, timeout) is Shiplog's
@@ -537,7 +554,13 @@ struct Recorder<'a> {
 impl Recorder<'_> {
     async fn record(&mut self, event: Event) -> Result<(), WorkerError> {
         self.executor
-            .record(self.lease, self.stream_id, &[event], self.metadata)
+            .record(
+                self.lease,
+                self.stream_id,
+                ExpectedVersion::Any,
+                &[event],
+                self.metadata,
+            )
             .await
     }
 }

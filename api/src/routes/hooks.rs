@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use shiplog_events::apikey::Permission;
 use shiplog_events::commands::{catalog, deployments};
@@ -75,17 +75,20 @@ async fn redeploy(
     state: web::Data<AppState>,
     caller: KeyCaller,
     query: web::Query<WaitQuery>,
-    body: web::Bytes,
+    req: HttpRequest,
+    raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::HooksRedeploy)?;
-    let body: RedeployRequest = parse_json(&body)?;
+    let body: RedeployRequest = parse_json(&raw)?;
+    let idempotency = idempotency(&req, &caller, &raw)?;
     let environment = caller.environment(body.environment_id.as_deref())?;
     let cmd = deployments::Redeploy {
         environment,
         stack: body.stack_name,
         force: body.force,
     };
-    let requested = deployments::redeploy(&state.pool, &cmd, &caller.metadata).await?;
+    let requested =
+        deployments::redeploy(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
     let mut response = RedeployResponse {
         success: true,
         message: format!("Successfully triggered redeploy of '{}'.", cmd.stack),
@@ -110,10 +113,12 @@ async fn upgrade(
     state: web::Data<AppState>,
     caller: KeyCaller,
     query: web::Query<WaitQuery>,
-    body: web::Bytes,
+    req: HttpRequest,
+    raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::HooksUpgrade)?;
-    let body: UpgradeRequest = parse_json(&body)?;
+    let body: UpgradeRequest = parse_json(&raw)?;
+    let idempotency = idempotency(&req, &caller, &raw)?;
     let environment = caller.environment(body.environment_id.as_deref())?;
     let cmd = deployments::Upgrade {
         environment,
@@ -121,7 +126,8 @@ async fn upgrade(
         target_version: body.target_version,
         variables: body.variables,
     };
-    let requested = deployments::upgrade(&state.pool, &cmd, &caller.metadata).await?;
+    let requested =
+        deployments::upgrade(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
     let previous = requested.request.previous_version.clone();
     let mut response = UpgradeResponse {
         success: true,
@@ -199,6 +205,30 @@ async fn sync_sources(
     } else {
         HttpResponse::Ok().json(body)
     })
+}
+
+const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// An `Idempotency-Key` header makes a hook safe to retry: a repeat with the same body
+/// answers the original deployment, the same key with another body is a 422.
+fn idempotency(
+    req: &HttpRequest,
+    caller: &KeyCaller,
+    body: &[u8],
+) -> Result<Option<deployments::Idempotency>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    let scope = format!("apikey:{}", caller.key.id);
+    Ok(Some(deployments::Idempotency::new(
+        &scope,
+        key,
+        req.path(),
+        body,
+    )?))
 }
 
 enum Waited {

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::validate_name;
 use crate::catalog::{self, Manifest};
 use crate::error::{Error, Result};
-use crate::event::{DeploymentRequest, Event, Metadata, stream};
+use crate::event::{DeploymentKind, DeploymentRequest, Event, Metadata, stream};
 use crate::queue::{self, DeployJob};
 use crate::store::{self, ExpectedVersion};
 
@@ -75,6 +76,7 @@ pub fn decide_redeploy(id: Uuid, cmd: &Redeploy, current: Option<&StackState>) -
         previous_version: Some(current.version.clone()),
         variables: current.variables.clone(),
         force: cmd.force,
+        images: BTreeMap::new(),
     }))
 }
 
@@ -121,6 +123,7 @@ pub fn decide_upgrade(
         previous_version: Some(current.version.clone()),
         variables,
         force: false,
+        images: BTreeMap::new(),
     }))
 }
 
@@ -140,45 +143,130 @@ pub fn decide_install(
         previous_version: current.map(|c| c.version.clone()),
         variables,
         force: false,
+        images: BTreeMap::new(),
     }))
 }
 
-/// The outcome a hook reports.
+/// What a hook reports: the deployment that will carry the request out.
 #[derive(Debug, Clone)]
 pub struct Requested {
     pub deployment: Uuid,
+    pub kind: DeploymentKind,
     pub request: DeploymentRequest,
+    /// The request joined an equal one that was still queued.
+    pub joined: bool,
+    /// An `Idempotency-Key` repeat: nothing new was recorded.
+    pub replayed: bool,
 }
 
-pub async fn redeploy(pool: &PgPool, cmd: &Redeploy, metadata: &Metadata) -> Result<Requested> {
+/// A client's `Idempotency-Key` for one request.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// Whose key: the caller's identity, so two clients never collide.
+    pub scope: String,
+    pub key: String,
+    /// SHA-256 of the endpoint and body.
+    pub fingerprint: String,
+}
+
+impl Idempotency {
+    pub fn new(scope: &str, key: &str, endpoint: &str, body: &[u8]) -> Result<Self> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::Invalid(
+                "Idempotency-Key must be 1–255 visible ASCII characters".into(),
+            ));
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(endpoint.as_bytes());
+        hasher.update([0]);
+        hasher.update(body);
+        Ok(Idempotency {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            fingerprint: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_RETENTION_HOURS: i32 = 24;
+
+pub async fn redeploy(
+    pool: &PgPool,
+    cmd: &Redeploy,
+    metadata: &Metadata,
+    idempotency: Option<&Idempotency>,
+) -> Result<Requested> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
-    let id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
+    if let Some(done) = replay(&mut tx, idempotency).await? {
+        return Ok(done);
+    }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
-    let event = decide_redeploy(id, cmd, current.as_ref())?;
-    submit(tx, event, metadata).await
+    let event = decide_redeploy(Uuid::now_v7(), cmd, current.as_ref())?;
+    // A burst of redeploys for one stack becomes one deployment.
+    for queued in queued(&mut tx, &cmd.environment, &cmd.stack).await? {
+        if queued.kind != DeploymentKind::Redeploy || (cmd.force && !queued.force) {
+            continue;
+        }
+        let joined = Event::RedeployJoined {
+            deployment: queued.id,
+            force: cmd.force,
+        };
+        if append_if_queued(&mut tx, queued.id, joined, metadata).await? {
+            let mut requested = load(&mut tx, queued.id).await?;
+            requested.joined = true;
+            return finish(tx, idempotency, requested).await;
+        }
+    }
+    submit(tx, event, metadata, idempotency).await
 }
 
-pub async fn upgrade(pool: &PgPool, cmd: &Upgrade, metadata: &Metadata) -> Result<Requested> {
+pub async fn upgrade(
+    pool: &PgPool,
+    cmd: &Upgrade,
+    metadata: &Metadata,
+    idempotency: Option<&Idempotency>,
+) -> Result<Requested> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     validate_version(&cmd.target_version)?;
-    let id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
+    if let Some(done) = replay(&mut tx, idempotency).await? {
+        return Ok(done);
+    }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
     let target = catalog_manifest(&mut tx, &cmd.stack, &cmd.target_version).await?;
+    let id = Uuid::now_v7();
     let event = decide_upgrade(id, cmd, current.as_ref(), target.as_ref())?;
-    submit(tx, event, metadata).await
+    // A newer upgrade makes queued redeploys and upgrades of the stack pointless.
+    for queued in queued(&mut tx, &cmd.environment, &cmd.stack).await? {
+        if !matches!(
+            queued.kind,
+            DeploymentKind::Redeploy | DeploymentKind::Upgrade
+        ) {
+            continue;
+        }
+        let superseded = Event::DeploymentSuperseded {
+            deployment: queued.id,
+            by: id,
+            reason: format!(
+                "Superseded by the upgrade to {} ({id}) before it started",
+                cmd.target_version
+            ),
+        };
+        append_if_queued(&mut tx, queued.id, superseded, metadata).await?;
+    }
+    submit(tx, event, metadata, idempotency).await
 }
 
 pub async fn install(pool: &PgPool, cmd: &Install, metadata: &Metadata) -> Result<Requested> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     validate_version(&cmd.version)?;
-    let id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
     let target = catalog_manifest(&mut tx, &cmd.stack, &cmd.version).await?;
-    let event = decide_install(id, cmd, current.as_ref(), target.as_ref())?;
-    submit(tx, event, metadata).await
+    let event = decide_install(Uuid::now_v7(), cmd, current.as_ref(), target.as_ref())?;
+    submit(tx, event, metadata, None).await
 }
 
 async fn validate_target(pool: &PgPool, environment: &str, stack: &str) -> Result<()> {
@@ -192,16 +280,164 @@ async fn validate_target(pool: &PgPool, environment: &str, stack: &str) -> Resul
     Ok(())
 }
 
+struct Queued {
+    id: Uuid,
+    kind: DeploymentKind,
+    force: bool,
+}
+
+/// Deployments of the stack not yet started, newest first.
+async fn queued(conn: &mut PgConnection, environment: &str, stack: &str) -> Result<Vec<Queued>> {
+    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT id, kind, force FROM deployments
+         WHERE environment_id = $1 AND stack_name = $2 AND status = 'queued'
+         ORDER BY created_at DESC",
+    )
+    .bind(environment)
+    .bind(stack)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, kind, force)| {
+            let kind = serde_json::from_value(serde_json::Value::String(kind)).ok()?;
+            Some(Queued { id, kind, force })
+        })
+        .collect())
+}
+
+/// Appends to a deployment that has not started. The expected version is the guard: if a
+/// worker starts it meanwhile, the append conflicts and nothing is written.
+async fn append_if_queued(
+    tx: &mut PgConnection,
+    deployment: Uuid,
+    event: Event,
+    metadata: &Metadata,
+) -> Result<bool> {
+    let stream = stream::deployment(deployment);
+    let history = store::read_stream(&mut *tx, &stream).await?;
+    let started = history
+        .iter()
+        .any(|e| e.event.is_terminal() || matches!(e.event, Event::DeploymentStarted { .. }));
+    if started {
+        return Ok(false);
+    }
+    let version = history.last().map_or(0, |e| e.stream_version);
+    match store::append(
+        tx,
+        &stream,
+        ExpectedVersion::Exactly(version),
+        &[event],
+        metadata,
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(Error::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The deployment a stream's request describes.
+async fn load(conn: &mut PgConnection, deployment: Uuid) -> Result<Requested> {
+    let history = store::read_stream(conn, &stream::deployment(deployment)).await?;
+    let (kind, request) = history
+        .first()
+        .and_then(|e| e.event.request())
+        .ok_or_else(|| Error::NotFound(format!("deployment {deployment} not found")))?;
+    Ok(Requested {
+        deployment,
+        kind,
+        request: request.clone(),
+        joined: false,
+        replayed: false,
+    })
+}
+
+/// A repeat of an idempotent request answers what the first one did.
+async fn replay(
+    conn: &mut PgConnection,
+    idempotency: Option<&Idempotency>,
+) -> Result<Option<Requested>> {
+    let Some(idem) = idempotency else {
+        return Ok(None);
+    };
+    let found: Option<(String, Uuid)> = sqlx::query_as(
+        "SELECT fingerprint, deployment_id FROM idempotency_keys
+         WHERE scope = $1 AND key = $2
+           AND created_at > now() - make_interval(hours => $3)",
+    )
+    .bind(&idem.scope)
+    .bind(&idem.key)
+    .bind(IDEMPOTENCY_RETENTION_HOURS)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((fingerprint, deployment)) = found else {
+        return Ok(None);
+    };
+    if fingerprint != idem.fingerprint {
+        return Err(Error::Unprocessable(format!(
+            "Idempotency-Key '{}' was already used for a different request",
+            idem.key
+        )));
+    }
+    let mut requested = load(conn, deployment).await?;
+    requested.replayed = true;
+    Ok(Some(requested))
+}
+
+/// Remembers the idempotency key with the deployment in the same transaction, then commits.
+/// If a concurrent request with the same key committed first, answers what it did.
+async fn finish(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    idempotency: Option<&Idempotency>,
+    requested: Requested,
+) -> Result<Requested> {
+    if let Some(idem) = idempotency {
+        sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE scope = $1 AND key = $2 AND created_at <= now() - make_interval(hours => $3)",
+        )
+        .bind(&idem.scope)
+        .bind(&idem.key)
+        .bind(IDEMPOTENCY_RETENTION_HOURS)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, deployment_id)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (scope, key) DO NOTHING",
+        )
+        .bind(&idem.scope)
+        .bind(&idem.key)
+        .bind(&idem.fingerprint)
+        .bind(requested.deployment)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // The insert waited for the other transaction to commit; under READ COMMITTED
+            // the next statement sees its row. Ours is rolled back whole.
+            let first = replay(&mut tx, Some(idem)).await?;
+            tx.rollback().await?;
+            return first.ok_or_else(|| {
+                Error::Unprocessable(format!("Idempotency-Key '{}' is in use", idem.key))
+            });
+        }
+    }
+    tx.commit().await?;
+    Ok(requested)
+}
+
 /// Appends the request and pushes its job in the same transaction: a client that got a
 /// deployment id has a durable request and a queued job.
 async fn submit(
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     event: Event,
     metadata: &Metadata,
+    idempotency: Option<&Idempotency>,
 ) -> Result<Requested> {
-    let request = event
+    let (kind, request) = event
         .request()
-        .map(|(_, r)| r.clone())
+        .map(|(kind, r)| (kind, r.clone()))
         .expect("deployment commands decide request events");
     let id = request.deployment;
     store::append(
@@ -213,11 +449,14 @@ async fn submit(
     )
     .await?;
     queue::enqueue(&mut tx, &request.environment, DeployJob { deployment: id }).await?;
-    tx.commit().await?;
-    Ok(Requested {
+    let requested = Requested {
         deployment: id,
+        kind,
         request,
-    })
+        joined: false,
+        replayed: false,
+    };
+    finish(tx, idempotency, requested).await
 }
 
 pub async fn current_stack(
