@@ -195,7 +195,7 @@ pub fn worker_config(database_url: &str) -> WorkerConfig {
         docker_timeout_secs: 60,
         pull_timeout_secs: 60,
         deployment_timeout_secs: 300,
-        lease_ttl_secs: 10,
+        lease_ttl_secs: 6,
         heartbeat_ms: 1000,
         db_max_connections: 10,
         log_json: false,

@@ -96,3 +96,112 @@ async fn twenty_concurrent_redeploys_on_two_workers_never_overlap() {
         "one container at the end"
     );
 }
+
+/// Polls a deployment's events until one of `ty` appears (bounded: 60 s).
+async fn wait_for_event(app: &TestApp, deployment: &str, ty: &str) {
+    for _ in 0..600 {
+        if app
+            .events_of(deployment)
+            .await
+            .iter()
+            .any(|e| e["event"]["type"] == ty)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{deployment}: no {ty} within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_deployment_is_finished_by_another() {
+    let app = spawn_app_with(AppOptions { worker: false }).await;
+    app.register_local_environment("local").await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    for (v, tag) in [("1.0.0", "v1"), ("2.0.0", "v2")] {
+        app.catalog.write(
+            &format!("{v}.yml"),
+            &web_manifest(&stack, v, &image(&format!("web:{tag}")), "    {}", ""),
+        );
+    }
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let mut worker = spawn_worker(&app.db.url);
+    let id = app.install("local", &stack, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+    let key = app.create_key(&["Hooks.Upgrade"], Some("local")).await;
+
+    // Kill points: right after the start, after the pull (stopping/renaming/creating), and
+    // while the new container waits to become healthy.
+    let kill_points: [(&str, u64); 3] = [
+        ("DeploymentStarted", 0),
+        ("ImagePulled", 0),
+        ("ImagePulled", 500),
+    ];
+    let mut version = "1.0.0";
+    for (after, delay_ms) in kill_points {
+        let target = if version == "1.0.0" { "2.0.0" } else { "1.0.0" };
+        let body = json!({ "stackName": stack, "targetVersion": target }).to_string();
+        let r = app.hook("/api/hooks/upgrade", Some(&key), &body).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let deployment = r.body["deploymentId"].as_str().unwrap().to_owned();
+        wait_for_event(&app, &deployment, after).await;
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        drop(worker); // SIGKILL
+        worker = spawn_worker(&app.db.url);
+
+        let d = app.wait_terminal(&deployment).await;
+        let context = format!("killed after {after} + {delay_ms} ms: {d}");
+        assert_eq!(d["status"], "success", "{context}");
+        let events = app.events_of(&deployment).await;
+        let terminal = events
+            .iter()
+            .filter(|e| {
+                ["DeploymentSucceeded", "DeploymentFailed"]
+                    .contains(&e["event"]["type"].as_str().unwrap())
+            })
+            .count();
+        assert_eq!(terminal, 1, "exactly one terminal event: {context}");
+        let started: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"]["type"] == "DeploymentStarted")
+            .map(|e| e["event"]["data"]["worker"].as_str().unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<&str> = started.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            started.len(),
+            "every attempt under a new worker identity: {context}"
+        );
+        let containers = service_containers(&stack, "web");
+        assert_eq!(
+            containers.len(),
+            1,
+            "one container, no leftovers: {context}"
+        );
+        let expected = format!("web {}", if target == "2.0.0" { "v2" } else { "v1" });
+        assert_eq!(
+            http_get_container(&containers[0]).await.trim(),
+            expected,
+            "{context}"
+        );
+        assert_eq!(
+            inspect(
+                &containers[0],
+                "{{index .Config.Labels \"io.shiplog.version\"}}"
+            ),
+            target
+        );
+        let names = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={stack}"),
+            "--format",
+            "{{.Names}}",
+        ]);
+        assert!(!names.contains("-old"), "no renamed leftovers: {names}");
+        version = target;
+    }
+    drop(worker);
+}

@@ -30,7 +30,7 @@ pub struct WorkerConfig {
 
     /// How long a stack lease lives without renewal, in seconds. A crashed worker's stack
     /// is free again after this long.
-    #[arg(long, env = "SHIPLOG_LEASE_TTL", default_value_t = 10)]
+    #[arg(long, env = "SHIPLOG_LEASE_TTL", default_value_t = 6)]
     pub lease_ttl_secs: u64,
 
     /// Queue heartbeat, in milliseconds: also the fallback poll period, and (×3) the time
