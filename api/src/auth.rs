@@ -75,6 +75,14 @@ impl Reader {
         }
     }
 
+    /// Event metadata for what this caller asks for.
+    pub fn metadata(&self, req: &HttpRequest) -> Metadata {
+        match self {
+            Reader::Admin => metadata(req, "admin".into()),
+            Reader::Key(key) => metadata(req, format!("apikey:{}", key.id)),
+        }
+    }
+
     pub fn scope(&self) -> Option<&str> {
         match self {
             Reader::Key(key) => key.environment_id.as_deref(),

@@ -61,13 +61,16 @@ pub enum Permission {
     HooksUpgrade,
     #[serde(rename = "Hooks.SyncSources")]
     HooksSyncSources,
+    #[serde(rename = "Hooks.Rollback")]
+    HooksRollback,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 3] = [
+    pub const ALL: [Permission; 4] = [
         Permission::HooksRedeploy,
         Permission::HooksUpgrade,
         Permission::HooksSyncSources,
+        Permission::HooksRollback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +78,7 @@ impl Permission {
             Permission::HooksRedeploy => "Hooks.Redeploy",
             Permission::HooksUpgrade => "Hooks.Upgrade",
             Permission::HooksSyncSources => "Hooks.SyncSources",
+            Permission::HooksRollback => "Hooks.Rollback",
         }
     }
 

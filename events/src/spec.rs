@@ -75,3 +75,34 @@ impl ServiceSpec {
         hex::encode(hasher.finalize())
     }
 }
+
+/// The repository of an image reference, without tag or digest:
+/// `registry:5000/team/web:1.2@sha256:…` → `registry:5000/team/web`.
+pub fn repository_of(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(repo, _)| repo);
+    match image.rsplit_once(':') {
+        // A colon after the last slash is a tag; before it, a registry port.
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_drops_tag_and_digest_but_keeps_a_registry_port() {
+        assert_eq!(
+            repository_of("127.0.0.1:5000/x/web:v1"),
+            "127.0.0.1:5000/x/web"
+        );
+        assert_eq!(
+            repository_of("127.0.0.1:5000/x/web"),
+            "127.0.0.1:5000/x/web"
+        );
+        assert_eq!(repository_of("web@sha256:abc"), "web");
+        assert_eq!(repository_of("web:1@sha256:abc"), "web");
+        assert_eq!(repository_of("nginx"), "nginx");
+    }
+}

@@ -307,3 +307,117 @@ async fn a_failing_health_check_rolls_back_to_the_old_container() {
         "a failed upgrade leaves the recorded version"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_runs_the_earlier_digests_after_the_tag_moved() {
+    let app = spawn_app().await;
+    app.register_local_environment(ENV).await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    let live = push_as(&image("web:v1"), &stack, "live");
+    app.catalog.write(
+        "s.yml",
+        &web_manifest(
+            &stack,
+            "1.0.0",
+            &live,
+            "    GREETING: { default: first }",
+            "    environment:\n      GREETING: ${GREETING}",
+        ),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let first = app
+        .install(ENV, &stack, "1.0.0", json!({ "GREETING": "from-install" }))
+        .await;
+    assert_eq!(app.wait_terminal(&first).await["status"], "success");
+
+    // The tag moves to v2 and a redeploy runs it.
+    push_as(&image("web:v2"), &stack, "live");
+    let key = app
+        .create_key(&["Hooks.Redeploy", "Hooks.Rollback"], Some(ENV))
+        .await;
+    let r = app
+        .hook(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &json!({ "stackName": stack }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        app.wait_terminal(r.body["deploymentId"].as_str().unwrap())
+            .await["status"],
+        "success"
+    );
+    assert_eq!(
+        http_get_container(&service_containers(&stack, "web")[0])
+            .await
+            .trim(),
+        "web v2"
+    );
+
+    // A key without the permission may not; one with it may.
+    let plain = app.create_key(&["Hooks.Redeploy"], Some(ENV)).await;
+    let url = format!("{}/api/deployments/{first}/rollback", app.address);
+    let denied = reply(
+        app.client
+            .post(&url)
+            .header("X-Api-Key", &plain)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(denied.status, 403, "{:?}", denied.body);
+    let r = reply(
+        app.client
+            .post(&url)
+            .header("X-Api-Key", &key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        r.body["images"]["web"]
+            .as_str()
+            .unwrap()
+            .contains("@sha256:"),
+        "{:?}",
+        r.body
+    );
+    let d = app
+        .wait_terminal(r.body["deploymentId"].as_str().unwrap())
+        .await;
+    assert_eq!(d["status"], "success", "{d}");
+    assert_eq!(d["kind"], "rollback");
+    let container = &service_containers(&stack, "web")[0];
+    assert_eq!(
+        http_get_container(container).await.trim(),
+        "web v1",
+        "the digest, not the tag"
+    );
+    assert_eq!(
+        inspect(container, "{{.Image}}"),
+        docker(&["inspect", "--format", "{{.Id}}", &image("web:v1")])
+    );
+    assert!(inspect(container, "{{json .Config.Env}}").contains("GREETING=from-install"));
+
+    // Only successful deployments are rollback targets.
+    let failed_key = app.create_key(&["Hooks.Rollback"], Some(ENV)).await;
+    let nope = format!(
+        "{}/api/deployments/{}/rollback",
+        app.address,
+        uuid::Uuid::now_v7()
+    );
+    let r = reply(
+        app.client
+            .post(&nope)
+            .header("X-Api-Key", &failed_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}

@@ -269,14 +269,20 @@ impl Executor {
                 ),
             )));
         };
-        Ok(
-            catalog::resolve(&manifest, &request.variables).map_err(|e| {
-                failed(
-                    FailureKind::Failure,
-                    format!("cannot resolve the manifest: {e}"),
-                )
-            }),
-        )
+        let mut spec = match catalog::resolve(&manifest, &request.variables) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let reason = format!("cannot resolve the manifest: {e}");
+                return Ok(Err(failed(FailureKind::Failure, reason)));
+            }
+        };
+        // A rollback pins every image by digest.
+        for service in &mut spec.services {
+            if let Some(pinned) = request.images.get(&service.name) {
+                service.image = pinned.clone();
+            }
+        }
+        Ok(Ok(spec))
     }
 
     async fn pull(&self, docker: &DockerClient, image: &str) -> Result<PulledImage, DockerError> {

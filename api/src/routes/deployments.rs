@@ -1,7 +1,9 @@
 //! Deployment status, for the admin and for keys within their scope (that is how CI polls).
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;
+use shiplog_events::apikey::Permission;
+use shiplog_events::commands::deployments;
 use shiplog_events::queries::{self, DeploymentFilter};
 use uuid::Uuid;
 
@@ -53,6 +55,38 @@ async fn get_events(
 ) -> Result<HttpResponse, ApiError> {
     let deployment = readable(&state, &reader, &id).await?;
     Ok(HttpResponse::Ok().json(queries::deployment_events(&state.pool, deployment.id).await?))
+}
+
+/// Redeploys exactly what an earlier successful deployment ran (images by digest).
+#[post("/api/deployments/{id}/rollback")]
+async fn rollback(
+    state: web::Data<AppState>,
+    reader: Reader,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Reader::Key(key) = &reader
+        && !key.allows(Permission::HooksRollback)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "API key lacks the permission '{}'",
+            Permission::HooksRollback.as_str()
+        )));
+    }
+    let earlier = readable(&state, &reader, &id).await?;
+    let metadata = reader.metadata(&req);
+    let requested = deployments::rollback(&state.pool, earlier.id, &metadata).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "success": true,
+        "message": format!(
+            "Rolling back '{}' to {} as deployed by {}.",
+            requested.request.stack, requested.request.version, earlier.id
+        ),
+        "deploymentId": requested.deployment,
+        "stackName": requested.request.stack,
+        "stackVersion": requested.request.version,
+        "images": requested.request.images,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,5 +200,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_deployments)
         .service(get_deployment)
         .service(get_statuses)
-        .service(get_events);
+        .service(get_events)
+        .service(rollback);
 }

@@ -269,6 +269,84 @@ pub async fn install(pool: &PgPool, cmd: &Install, metadata: &Metadata) -> Resul
     submit(tx, event, metadata, None).await
 }
 
+/// Redeploys exactly what an earlier successful deployment ran: its version, its variables
+/// and every image pinned by the digest it pulled, so it works after a tag has moved.
+pub async fn rollback(pool: &PgPool, to: Uuid, metadata: &Metadata) -> Result<Requested> {
+    let mut tx = pool.begin().await?;
+    let history = store::read_stream(&mut tx, &stream::deployment(to)).await?;
+    let event = decide_rollback(Uuid::now_v7(), to, &history)?;
+    let Some((_, request)) = event.request() else {
+        unreachable!("decide_rollback decides a request")
+    };
+    if catalog_manifest(&mut tx, &request.stack, &request.version)
+        .await?
+        .is_none()
+    {
+        return Err(Error::Invalid(format!(
+            "version '{}' of stack '{}' is no longer in the catalog",
+            request.version, request.stack
+        )));
+    }
+    let current = current_stack(&mut tx, &request.environment, &request.stack).await?;
+    let event = match event {
+        Event::RollbackRequested(mut r) => {
+            r.previous_version = current.map(|c| c.version);
+            Event::RollbackRequested(r)
+        }
+        other => other,
+    };
+    submit(tx, event, metadata, None).await
+}
+
+pub fn decide_rollback(
+    id: Uuid,
+    to: Uuid,
+    history: &[crate::event::RecordedEvent],
+) -> Result<Event> {
+    let (_, earlier) = history
+        .first()
+        .and_then(|e| e.event.request())
+        .ok_or_else(|| Error::NotFound(format!("deployment {to} not found")))?;
+    if !history
+        .iter()
+        .any(|e| matches!(e.event, Event::DeploymentSucceeded { .. }))
+    {
+        return Err(Error::Invalid(format!(
+            "deployment {to} did not succeed: only a successful deployment can be rolled back to"
+        )));
+    }
+    let mut images = BTreeMap::new();
+    for e in history {
+        if let Event::ImagePulled {
+            service,
+            image,
+            digest,
+            ..
+        } = &e.event
+        {
+            let digest = digest.as_ref().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "deployment {to} ran service '{service}' from an image with no registry digest; it cannot be pinned"
+                ))
+            })?;
+            images.insert(
+                service.clone(),
+                format!("{}@{digest}", crate::spec::repository_of(image)),
+            );
+        }
+    }
+    Ok(Event::RollbackRequested(DeploymentRequest {
+        deployment: id,
+        environment: earlier.environment.clone(),
+        stack: earlier.stack.clone(),
+        version: earlier.version.clone(),
+        previous_version: None,
+        variables: earlier.variables.clone(),
+        force: false,
+        images,
+    }))
+}
+
 async fn validate_target(pool: &PgPool, environment: &str, stack: &str) -> Result<()> {
     validate_name("environment id", environment)?;
     validate_name("stack name", stack)?;
