@@ -492,15 +492,7 @@ fn failure_kind(e: &DockerError) -> FailureKind {
 
 /// The registry's manifest digest (`sha256:…`) of the pulled reference, when it has one.
 fn repo_digest(pulled: &PulledImage) -> Option<String> {
-    let repo = pulled
-        .reference
-        .rsplit_once('@')
-        .map(|(r, _)| r)
-        .unwrap_or(&pulled.reference);
-    let repo = match repo.rsplit_once(':') {
-        Some((r, tag)) if !tag.contains('/') => r,
-        _ => repo,
-    };
+    let repo = shiplog_events::spec::repository_of(&pulled.reference);
     pulled
         .repo_digests
         .iter()
