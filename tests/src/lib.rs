@@ -165,7 +165,11 @@ impl Drop for StackGuard {
 pub struct TestApp {
     pub address: String,
     pub admin_token: String,
+    /// A direct pool to the test database (not through the proxy).
     pub pool: PgPool,
+    /// What the API and in-process workers connect to.
+    pub app_database_url: String,
+    pub proxy: Option<PgProxy>,
     pub db: TestDb,
     pub catalog: CatalogDir,
     pub client: reqwest::Client,
@@ -175,11 +179,16 @@ pub struct TestApp {
 pub struct AppOptions {
     /// Run a worker inside the test process.
     pub worker: bool,
+    /// Connect the API and in-process workers through a `PgProxy` the test can cut.
+    pub proxy: bool,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { worker: true }
+        AppOptions {
+            worker: true,
+            proxy: false,
+        }
     }
 }
 
@@ -207,8 +216,16 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let db = TestDb::create().await;
     let catalog = CatalogDir::new();
     let admin_token = format!("admin-{}", Uuid::new_v4().simple());
+    let proxy = if options.proxy {
+        let (_, rest) = db.url.split_once('@').unwrap();
+        let (upstream, _) = rest.split_once('/').unwrap();
+        Some(PgProxy::start(upstream).await)
+    } else {
+        None
+    };
+    let app_database_url = proxy.as_ref().map_or(db.url.clone(), |p| p.url(&db.url));
     let config = Config {
-        database_url: db.url.clone(),
+        database_url: app_database_url.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_token: Some(admin_token.clone()),
         catalog_dir: None,
@@ -219,12 +236,15 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let pool = app.state.pool.clone();
     tokio::spawn(app.run_until_stopped());
+    // The test's own view of the database never goes through the proxy.
+    let pool = PgPool::connect(&db.url).await.unwrap();
     let mut app = TestApp {
         address,
         admin_token,
         pool,
+        app_database_url,
+        proxy,
         db,
         catalog,
         client: reqwest::Client::builder()
@@ -243,7 +263,7 @@ impl TestApp {
     /// Starts a worker inside the test process; it stops when the app is dropped.
     pub fn start_worker(&mut self) {
         let (stop, shutdown) = watch::channel(false);
-        let cfg = worker_config(&self.db.url);
+        let cfg = worker_config(&self.app_database_url);
         tokio::spawn(async move {
             if let Err(e) = shiplog_worker::runner::run(cfg, shutdown).await {
                 eprintln!("test worker stopped: {e}");
@@ -523,4 +543,74 @@ pub async fn snapshot_projections(pool: &PgPool) -> Vec<(String, Value)> {
         out.push((table.to_string(), value));
     }
     out
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut: every connection through it
+/// is dropped and new ones are closed at once, as when the database goes down.
+pub struct PgProxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl PgProxy {
+    pub async fn start(upstream: &str) -> PgProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let upstream = upstream.to_owned();
+        let flag = up.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cuts = cuts.clone();
+                // Only cuts after this connection was accepted end it.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        PgProxy {
+            port,
+            up,
+            cut,
+            accept,
+        }
+    }
+
+    /// The database URL through this proxy.
+    pub fn url(&self, database_url: &str) -> String {
+        let (scheme_user, rest) = database_url.split_once('@').unwrap();
+        let (_, path) = rest.split_once('/').unwrap();
+        format!("{scheme_user}@127.0.0.1:{}/{path}", self.port)
+    }
+
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }

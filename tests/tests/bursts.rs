@@ -32,7 +32,11 @@ async fn installed(app: &mut TestApp, stack: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_answers_the_first_deployment_and_refuses_another_body() {
-    let mut app = spawn_app_with(AppOptions { worker: false }).await;
+    let mut app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let stack = unique_name();
     let _guard = StackGuard::new(&stack);
     installed(&mut app, &stack).await;
@@ -100,7 +104,11 @@ async fn an_idempotency_key_answers_the_first_deployment_and_refuses_another_bod
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_redeploys_are_joined_and_a_newer_upgrade_supersedes_queued_work() {
-    let mut app = spawn_app_with(AppOptions { worker: false }).await;
+    let mut app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let stack = unique_name();
     let _guard = StackGuard::new(&stack);
     installed(&mut app, &stack).await;

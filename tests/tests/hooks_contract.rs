@@ -24,7 +24,11 @@ async fn job_count(app: &TestApp) -> i64 {
 /// A deployed stack without Docker: the API is tested here, the worker elsewhere.
 /// The worker is off, so requests stay queued.
 async fn app_with_deployed_stack() -> (TestApp, String) {
-    let app = spawn_app_with(AppOptions { worker: false }).await;
+    let app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     app.register_local_environment("prod").await;
     app.register_local_environment("staging").await;
     let stack = unique_name();

@@ -28,7 +28,11 @@ fn spawn_worker(database_url: &str) -> Worker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_redeploys_on_two_workers_never_overlap() {
-    let app = spawn_app_with(AppOptions { worker: false }).await;
+    let app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     app.register_local_environment("local").await;
     let stack = unique_name();
     let _guard = StackGuard::new(&stack);
@@ -115,7 +119,11 @@ async fn wait_for_event(app: &TestApp, deployment: &str, ty: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_deployment_is_finished_by_another() {
-    let app = spawn_app_with(AppOptions { worker: false }).await;
+    let app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     app.register_local_environment("local").await;
     let stack = unique_name();
     let _guard = StackGuard::new(&stack);
