@@ -27,6 +27,10 @@ pub struct Config {
     #[arg(long, env = "SHIPLOG_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 
+    /// How long a request waits for a database connection before answering 503.
+    #[arg(long, env = "SHIPLOG_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub db_acquire_timeout_ms: u64,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]
     pub log_json: bool,

@@ -33,6 +33,9 @@ enum ProjectionsCommand {
     Rebuild,
 }
 
+/// One-off commands wait longer for the database than requests do.
+const COMMAND_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -55,14 +58,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             app.run_until_stopped().await?;
         }
         Command::Migrate => {
-            let pool = db::connect(&cli.config.database_url, 2).await?;
+            let pool = db::connect(&cli.config.database_url, 2, COMMAND_ACQUIRE_TIMEOUT).await?;
             db::migrate(&pool).await?;
             println!("migrations applied");
         }
         Command::Projections {
             command: ProjectionsCommand::Rebuild,
         } => {
-            let pool = db::connect(&cli.config.database_url, 2).await?;
+            let pool = db::connect(&cli.config.database_url, 2, COMMAND_ACQUIRE_TIMEOUT).await?;
             db::migrate(&pool).await?;
             let mut tx = pool.begin().await?;
             let replayed = projection::rebuild(&mut tx).await?;

@@ -1,6 +1,7 @@
 //! Builds the application: database, migrations, catalog folder, HTTP server.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -43,7 +44,12 @@ impl Application {
         config
             .admin_token_is_usable()
             .map_err(StartupError::Config)?;
-        let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+        let pool = db::connect(
+            &config.database_url,
+            config.db_max_connections,
+            Duration::from_millis(config.db_acquire_timeout_ms),
+        )
+        .await?;
         db::migrate(&pool).await?;
         let state = AppState {
             pool,

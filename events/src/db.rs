@@ -9,11 +9,16 @@ use crate::error::{Error, Result};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+/// How long a request may wait for a connection before it is told the database is
+/// unavailable (503): short, so clients never hang while the database is down.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
-        // Fail fast while the database is down, so callers can answer 503 promptly.
-        .acquire_timeout(Duration::from_secs(2))
+        // A few warm connections spare a burst the cost of connecting (SCRAM) first.
+        .min_connections(2.min(max_connections))
+        .acquire_timeout(acquire_timeout)
         .connect(url)
         .await?)
 }

@@ -171,6 +171,13 @@ pub enum Event {
         service: String,
         container: String,
     },
+    /// A transient failure (engine or registry unreachable, timeout of a call); the
+    /// deployment is tried again after `retry_in_ms`.
+    DeploymentRetrying {
+        deployment: Uuid,
+        reason: String,
+        retry_in_ms: u64,
+    },
     DeploymentSucceeded {
         deployment: Uuid,
         version: String,
@@ -212,6 +219,7 @@ impl Event {
             Event::ImagePulled { .. } => "ImagePulled",
             Event::ContainerReplaced { .. } => "ContainerReplaced",
             Event::ServiceUnchanged { .. } => "ServiceUnchanged",
+            Event::DeploymentRetrying { .. } => "DeploymentRetrying",
             Event::DeploymentSucceeded { .. } => "DeploymentSucceeded",
             Event::DeploymentFailed { .. } => "DeploymentFailed",
             Event::StackDeployed { .. } => "StackDeployed",

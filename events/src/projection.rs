@@ -195,6 +195,14 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
         Event::ContainerReplaced { .. }
         | Event::ServiceUnchanged { .. }
         | Event::RedeployJoined { .. } => {}
+        Event::DeploymentRetrying {
+            deployment,
+            reason,
+            retry_in_ms,
+        } => {
+            let description = format!("{reason}; retrying in {} ms", retry_in_ms);
+            add_status(tx, recorded, *deployment, "in_progress", &description).await?;
+        }
         Event::DeploymentSuperseded {
             deployment, reason, ..
         } => {
@@ -212,18 +220,13 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             deployment,
             kind,
             reason,
-            rolled_back,
+            ..
         } => {
             let state = match kind {
                 FailureKind::Failure => "failure",
                 FailureKind::Error => "error",
             };
-            let message = if *rolled_back {
-                format!("{reason} (rolled back to the previous containers)")
-            } else {
-                reason.clone()
-            };
-            finish(tx, recorded, *deployment, state, &message).await?;
+            finish(tx, recorded, *deployment, state, reason).await?;
         }
         Event::StackDeployed {
             environment,

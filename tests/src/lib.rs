@@ -181,6 +181,8 @@ pub struct AppOptions {
     pub worker: bool,
     /// Connect the API and in-process workers through a `PgProxy` the test can cut.
     pub proxy: bool,
+    /// The API's wait for a database connection before it answers 503.
+    pub acquire_timeout_ms: u64,
 }
 
 impl Default for AppOptions {
@@ -188,6 +190,7 @@ impl Default for AppOptions {
         AppOptions {
             worker: true,
             proxy: false,
+            acquire_timeout_ms: 10_000,
         }
     }
 }
@@ -206,7 +209,10 @@ pub fn worker_config(database_url: &str) -> WorkerConfig {
         deployment_timeout_secs: 300,
         lease_ttl_secs: 6,
         heartbeat_ms: 1000,
+        transient_attempts: 3,
+        retry_backoff_ms: 200,
         db_max_connections: 10,
+        db_acquire_timeout_ms: 10_000,
         log_json: false,
     }
 }
@@ -229,7 +235,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_token: Some(admin_token.clone()),
         catalog_dir: None,
-        db_max_connections: 10,
+        db_max_connections: 20,
+        // Generous on a loaded CI machine; the outage test sets the production default.
+        db_acquire_timeout_ms: options.acquire_timeout_ms,
         log_json: false,
     };
     let app = Application::build(&config)
@@ -262,8 +270,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 impl TestApp {
     /// Starts a worker inside the test process; it stops when the app is dropped.
     pub fn start_worker(&mut self) {
+        self.start_worker_with(|_| {});
+    }
+
+    /// Starts a worker with its configuration adjusted by `adjust`.
+    pub fn start_worker_with(&mut self, adjust: impl FnOnce(&mut WorkerConfig)) {
         let (stop, shutdown) = watch::channel(false);
-        let cfg = worker_config(&self.app_database_url);
+        let mut cfg = worker_config(&self.app_database_url);
+        adjust(&mut cfg);
         tokio::spawn(async move {
             if let Err(e) = shiplog_worker::runner::run(cfg, shutdown).await {
                 eprintln!("test worker stopped: {e}");

@@ -23,6 +23,30 @@ async fn job_count(app: &TestApp) -> i64 {
 
 /// A deployed stack without Docker: the API is tested here, the worker elsewhere.
 /// The worker is off, so requests stay queued.
+/// Records a stack as running, as a worker would after an install.
+async fn record_deployed(app: &TestApp, environment: &str, stack: &str) {
+    let mut tx = app.pool.begin().await.unwrap();
+    let event = shiplog_events::event::Event::StackDeployed {
+        environment: environment.into(),
+        stack: stack.into(),
+        version: "1.0.0".into(),
+        deployment: uuid::Uuid::now_v7(),
+        digests: Default::default(),
+        variables: Default::default(),
+        services: vec![],
+    };
+    shiplog_events::store::append(
+        &mut tx,
+        &shiplog_events::event::stream::stack(environment, stack),
+        shiplog_events::store::ExpectedVersion::NoStream,
+        &[event],
+        &shiplog_events::event::Metadata::actor("test"),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
 async fn app_with_deployed_stack() -> (TestApp, String) {
     let app = spawn_app_with(AppOptions {
         worker: false,
@@ -47,27 +71,7 @@ async fn app_with_deployed_stack() -> (TestApp, String) {
         ),
     );
     assert_eq!(app.add_catalog_source().await.status, 201);
-    // Record the stack as running, as a worker would after an install.
-    let mut tx = app.pool.begin().await.unwrap();
-    let event = shiplog_events::event::Event::StackDeployed {
-        environment: "prod".into(),
-        stack: stack.clone(),
-        version: "1.0.0".into(),
-        deployment: uuid::Uuid::now_v7(),
-        digests: Default::default(),
-        variables: Default::default(),
-        services: vec![],
-    };
-    shiplog_events::store::append(
-        &mut tx,
-        &shiplog_events::event::stream::stack("prod", &stack),
-        shiplog_events::store::ExpectedVersion::NoStream,
-        &[event],
-        &shiplog_events::event::Metadata::actor("test"),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    record_deployed(&app, "prod", &stack).await;
     (app, stack)
 }
 
@@ -252,7 +256,8 @@ async fn every_refusal_has_its_status_and_writes_nothing() {
         .hook("/api/hooks/upgrade", Some(&all), &body.to_string())
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(event_count(&app).await, events + 2);
+    // The upgrade also supersedes the queued redeploy: one more event, no more job.
+    assert_eq!(event_count(&app).await, events + 3);
     assert_eq!(job_count(&app).await, jobs + 2);
     let status = app
         .admin(
@@ -428,19 +433,24 @@ async fn admin_endpoints_require_the_admin_token() {
 async fn deployments_paginate_with_link_headers() {
     let (app, stack) = app_with_deployed_stack().await;
     let key = app.create_key(&["Hooks.Redeploy"], Some("prod")).await;
+    // Three stacks, so the requests do not join one queued redeploy.
+    let others = [unique_name(), unique_name()];
+    for other in &others {
+        record_deployed(&app, "prod", other).await;
+    }
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for name in [&stack, &others[0], &others[1]] {
         let r = app
             .hook(
                 "/api/hooks/redeploy",
                 Some(&key),
-                &json!({ "stackName": stack }).to_string(),
+                &json!({ "stackName": name }).to_string(),
             )
             .await;
         ids.push(r.body["deploymentId"].as_str().unwrap().to_owned());
     }
     let r = app
-        .get_with_key(&format!("/api/deployments?stack={stack}&per_page=2"), &key)
+        .get_with_key("/api/deployments?environment=prod&per_page=2", &key)
         .await;
     assert_eq!(r.status, 200);
     let page: Vec<&str> = r
@@ -457,10 +467,7 @@ async fn deployments_paginate_with_link_headers() {
         "{link}"
     );
     let r = app
-        .get_with_key(
-            &format!("/api/deployments?stack={stack}&per_page=2&page=2"),
-            &key,
-        )
+        .get_with_key("/api/deployments?environment=prod&per_page=2&page=2", &key)
         .await;
     assert_eq!(r.body.as_array().unwrap().len(), 1);
     assert!(r.headers["link"].to_str().unwrap().contains("rel=\"prev\""));

@@ -11,6 +11,7 @@ async fn a_database_outage_is_a_503_and_everything_recovers_by_itself() {
     let app = spawn_app_with(AppOptions {
         worker: true,
         proxy: true,
+        acquire_timeout_ms: shiplog_events::db::DEFAULT_ACQUIRE_TIMEOUT.as_millis() as u64,
     })
     .await;
     app.register_local_environment("local").await;

@@ -28,6 +28,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "SHIPLOG_DEPLOYMENT_TIMEOUT", default_value_t = 1800)]
     pub deployment_timeout_secs: u64,
 
+    /// Tries of a deployment that meets a transient failure (Docker or registry
+    /// unreachable) before it ends in `error`; each retry is recorded.
+    #[arg(long, env = "SHIPLOG_TRANSIENT_ATTEMPTS", default_value_t = 3)]
+    pub transient_attempts: u32,
+
+    /// Wait before the first retry, in milliseconds; doubled on each further one.
+    #[arg(long, env = "SHIPLOG_RETRY_BACKOFF_MS", default_value_t = 2000)]
+    pub retry_backoff_ms: u64,
+
     /// How long a stack lease lives without renewal, in seconds. A crashed worker's stack
     /// is free again after this long.
     #[arg(long, env = "SHIPLOG_LEASE_TTL", default_value_t = 6)]
@@ -42,6 +51,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "SHIPLOG_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
 
+    /// How long to wait for a database connection before counting the database as down.
+    #[arg(long, env = "SHIPLOG_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub db_acquire_timeout_ms: u64,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -55,6 +68,8 @@ impl WorkerConfig {
             deployment_timeout: Duration::from_secs(self.deployment_timeout_secs),
             lease_ttl: Duration::from_secs(self.lease_ttl_secs.max(2)),
             heartbeat: Duration::from_millis(self.heartbeat_ms.max(200)),
+            transient_attempts: self.transient_attempts.max(1),
+            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
         }
     }
 }
@@ -66,4 +81,6 @@ pub struct Settings {
     pub deployment_timeout: Duration,
     pub lease_ttl: Duration,
     pub heartbeat: Duration,
+    pub transient_attempts: u32,
+    pub retry_backoff: Duration,
 }

@@ -18,6 +18,7 @@ use shiplog_events::spec::StackSpec;
 use shiplog_events::store::{self, ExpectedVersion};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -26,9 +27,8 @@ use crate::docker::{
 };
 use crate::error::WorkerError;
 
-/// Attempts at a transient Docker failure (engine or registry unreachable) before the
-/// deployment ends in `error`.
-const TRANSIENT_ATTEMPTS: u32 = 3;
+/// Beyond the deployment deadline, how long before the work is abandoned outright.
+const DEADLINE_GRACE: Duration = Duration::from_secs(60);
 const LEASE_POLL: Duration = Duration::from_millis(200);
 /// Appends racing the start of a deployment (joins, supersessions) before giving up.
 const START_RACES: usize = 10;
@@ -171,29 +171,77 @@ impl Executor {
             deployment,
             metadata: &metadata,
         };
-        let work = self.deploy(deployment, request, &mut recorder);
-        let outcome = match tokio::time::timeout(self.settings.deployment_timeout, work).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => failed(
-                FailureKind::Error,
-                format!(
-                    "deployment timed out after {} s",
-                    self.settings.deployment_timeout.as_secs()
-                ),
-            ),
-        };
+        let outcome = self.deploy_with_retries(request, &mut recorder).await?;
         self.finish(deployment, request, lease, &metadata, outcome)
             .await
+    }
+
+    /// Runs the deployment; transient failures are retried with backoff, each retry
+    /// recorded, all within the deployment's deadline.
+    async fn deploy_with_retries(
+        &self,
+        request: &DeploymentRequest,
+        recorder: &mut Recorder<'_>,
+    ) -> Result<Outcome, WorkerError> {
+        let timeout = self.settings.deployment_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = self.settings.retry_backoff;
+        for attempt in 1..=self.settings.transient_attempts {
+            // The deadline is enforced cooperatively (pulls and health waits stop at it and
+            // roll back); this outer bound only catches a call that ignores it.
+            let work = self.deploy(request, recorder, deadline);
+            let outcome = match tokio::time::timeout(timeout + DEADLINE_GRACE, work).await {
+                Ok(outcome) => outcome?,
+                Err(_) => failed(FailureKind::Error, String::new()),
+            };
+            let Outcome::Failed {
+                kind: FailureKind::Error,
+                reason,
+                rolled_back,
+            } = outcome
+            else {
+                return Ok(outcome);
+            };
+            if Instant::now() >= deadline {
+                let reason = format!(
+                    "deployment timed out after {} s: {reason}",
+                    timeout.as_secs()
+                );
+                return Ok(Outcome::Failed {
+                    kind: FailureKind::Error,
+                    reason,
+                    rolled_back,
+                });
+            }
+            if attempt == self.settings.transient_attempts || Instant::now() + backoff >= deadline {
+                let reason = format!("{reason} (gave up after {attempt} attempts)");
+                return Ok(Outcome::Failed {
+                    kind: FailureKind::Error,
+                    reason,
+                    rolled_back,
+                });
+            }
+            tracing::warn!(deployment = %recorder.deployment, %reason, ?backoff, "transient failure; retrying");
+            let retrying = Event::DeploymentRetrying {
+                deployment: recorder.deployment,
+                reason,
+                retry_in_ms: backoff.as_millis() as u64,
+            };
+            recorder.record(retrying).await?;
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// Resolve, pull everything, then converge. Returns the outcome to record.
     async fn deploy(
         &self,
-        deployment: Uuid,
         request: &DeploymentRequest,
         recorder: &mut Recorder<'_>,
+        deadline: Instant,
     ) -> Result<Outcome, WorkerError> {
+        let deployment = recorder.deployment;
         let spec = match self.resolve(request).await? {
             Ok(spec) => spec,
             Err(outcome) => return Ok(outcome),
@@ -206,13 +254,17 @@ impl Executor {
         };
         let docker = match self.client(&env.docker_endpoint).await {
             Ok(docker) => docker,
-            Err(e) => return Ok(failed(FailureKind::Error, e.to_string())),
+            Err(e) => return Ok(failed(failure_kind(&e), e.to_string())),
         };
 
         // Every image first: a failed pull ends the deployment before anything runs.
         let mut images = BTreeMap::new();
         for service in &spec.services {
-            let pulled = match self.pull(&docker, &service.image).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let pulled = match docker
+                .pull(&service.image, self.settings.pull_timeout.min(left))
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => return Ok(failed(failure_kind(&e), e.to_string())),
             };
@@ -232,6 +284,7 @@ impl Executor {
             deployment_id: deployment.to_string(),
             force: request.force,
             health_timeout: None,
+            deadline: Some(deadline.into_std()),
         };
         match docker.converge(&ctx, &spec, &images, recorder).await {
             Ok(report) => Ok(succeeded(&spec, &images, &report)),
@@ -241,7 +294,7 @@ impl Executor {
                 }
                 Ok(Outcome::Failed {
                     kind: failure_kind(&failure.error),
-                    reason: failure.error.to_string(),
+                    reason: failure.to_string(),
                     rolled_back: failure.rolled_back,
                 })
             }
@@ -283,23 +336,6 @@ impl Executor {
             }
         }
         Ok(Ok(spec))
-    }
-
-    async fn pull(&self, docker: &DockerClient, image: &str) -> Result<PulledImage, DockerError> {
-        let mut delay = Duration::from_secs(1);
-        let mut attempt = 1;
-        loop {
-            match docker.pull(image, self.settings.pull_timeout).await {
-                Ok(pulled) => return Ok(pulled),
-                Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
-                    tracing::warn!(%image, attempt, error = %e, "pull failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     async fn client(&self, endpoint: &str) -> Result<DockerClient, DockerError> {

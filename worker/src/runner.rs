@@ -84,7 +84,8 @@ async fn connect_with_retry(
 ) -> Result<PgPool, shiplog_events::Error> {
     let mut delay = Duration::from_millis(500);
     loop {
-        match db::connect(&config.database_url, config.db_max_connections).await {
+        let acquire = Duration::from_millis(config.db_acquire_timeout_ms);
+        match db::connect(&config.database_url, config.db_max_connections, acquire).await {
             Ok(pool) => return Ok(pool),
             Err(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unreachable, retrying");

@@ -106,6 +106,7 @@ fn ctx(force: bool) -> ConvergeContext {
         deployment_id: uuid::Uuid::new_v4().to_string(),
         force,
         health_timeout: None,
+        deadline: None,
     }
 }
 

@@ -43,6 +43,8 @@ pub struct ConvergeContext {
     /// How long a new container may take to become healthy; `None` derives it from its
     /// health check: start_period + (interval + timeout) × (retries + 1) + 5 s.
     pub health_timeout: Option<Duration>,
+    /// The deployment's deadline: a new container still not ready then is rolled back.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// Told about every change, and asked before each one.
@@ -342,7 +344,13 @@ impl<O: ConvergeObserver> Run<'_, O> {
         if let Some(primary) = primary {
             let ready = match self
                 .client
-                .wait_ready(service, &primary, self.ctx.health_timeout, Duration::ZERO)
+                .wait_ready(
+                    service,
+                    &primary,
+                    self.ctx.health_timeout,
+                    Duration::ZERO,
+                    None,
+                )
                 .await
             {
                 Ok(()) => true,
@@ -545,7 +553,13 @@ impl<O: ConvergeObserver> Run<'_, O> {
                 other => other,
             })?;
         self.client
-            .wait_ready(&service.name, container, self.ctx.health_timeout, SETTLE)
+            .wait_ready(
+                &service.name,
+                container,
+                self.ctx.health_timeout,
+                SETTLE,
+                self.ctx.deadline,
+            )
             .await
     }
 
@@ -604,7 +618,7 @@ impl<O: ConvergeObserver> Run<'_, O> {
         if old.was_running {
             self.client.start_container(&old.id).await?;
             self.client
-                .wait_ready(service, &old.id, self.ctx.health_timeout, SETTLE)
+                .wait_ready(service, &old.id, self.ctx.health_timeout, SETTLE, None)
                 .await?;
         }
         Ok(())
@@ -963,6 +977,7 @@ mod tests {
             deployment_id: "d-1".into(),
             force: false,
             health_timeout: None,
+            deadline: None,
         }
     }
 

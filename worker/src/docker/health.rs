@@ -130,6 +130,7 @@ impl DockerClient {
         container: &str,
         health_timeout: Option<Duration>,
         settle: Duration,
+        until: Option<Instant>,
     ) -> Result<(), DockerError> {
         let started = Instant::now();
         let mut baseline_restarts = None;
@@ -182,6 +183,13 @@ impl DockerClient {
                 }
             } else if running && started.elapsed() >= settle {
                 return Ok(());
+            }
+            // The deployment's own deadline: give up and let the caller roll back.
+            if until.is_some_and(|until| Instant::now() >= until) {
+                return Err(DockerError::Timeout {
+                    operation: format!("waiting for service {service} to become ready"),
+                    after: started.elapsed(),
+                });
             }
             if started.elapsed() >= deadline {
                 let detail = if !running {
