@@ -4,6 +4,9 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use sha2::{Digest, Sha256};
 use shiplog_events::commands::catalog;
@@ -129,6 +132,7 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .app_data(web::PathConfig::default().error_handler(|err, _| {
                 ApiError::BadRequest(format!("invalid path: {err}")).into()
             }))
+            .wrap(json_errors())
             .wrap(tracing_actix())
             .configure(routes::health::configure)
             .configure(routes::hooks::configure)
@@ -143,6 +147,35 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     .shutdown_timeout(10)
     .run();
     Ok(server)
+}
+
+/// Errors raised by actix itself (body too large, method not allowed, …) get the same
+/// JSON body as ours; answers that already are JSON pass untouched.
+fn json_errors<B: actix_web::body::MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new()
+        .default_handler_client(to_json)
+        .default_handler_server(to_json)
+}
+
+fn to_json<B: actix_web::body::MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let (req, _) = res.into_parts();
+    let body = serde_json::json!({ "success": false, "message": message });
+    let response = HttpResponse::build(status).json(body).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(
+        req, response,
+    )))
 }
 
 /// Access log lines through `tracing` (never headers: they carry keys).
