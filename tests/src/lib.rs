@@ -204,6 +204,7 @@ pub fn worker_config(database_url: &str) -> WorkerConfig {
         database_url: database_url.to_owned(),
         environments: vec![],
         concurrency: 4,
+        max_deployments: 8,
         docker_timeout_secs: 60,
         pull_timeout_secs: 60,
         deployment_timeout_secs: 300,

@@ -16,6 +16,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "SHIPLOG_WORKER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
 
+    /// Deployments this process carries out at once, over all environments.
+    #[arg(long, env = "SHIPLOG_WORKER_MAX_DEPLOYMENTS", default_value_t = 8)]
+    pub max_deployments: usize,
+
     /// Timeout of each Docker API call, in seconds.
     #[arg(long, env = "SHIPLOG_DOCKER_TIMEOUT", default_value_t = 60)]
     pub docker_timeout_secs: u64,
@@ -69,6 +73,7 @@ impl WorkerConfig {
             lease_ttl: Duration::from_secs(self.lease_ttl_secs.max(2)),
             heartbeat: Duration::from_millis(self.heartbeat_ms.max(200)),
             transient_attempts: self.transient_attempts.max(1),
+            max_deployments: self.max_deployments.max(1),
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
         }
     }
@@ -83,4 +88,5 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub transient_attempts: u32,
     pub retry_backoff: Duration,
+    pub max_deployments: usize,
 }

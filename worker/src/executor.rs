@@ -17,7 +17,7 @@ use shiplog_events::lease::{self, Lease};
 use shiplog_events::spec::StackSpec;
 use shiplog_events::store::{self, ExpectedVersion};
 use sqlx::PgPool;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -39,6 +39,8 @@ pub struct Executor {
     settings: Settings,
     /// One client per Docker endpoint, made on first use.
     clients: Mutex<HashMap<String, DockerClient>>,
+    /// The process-wide limit of deployments carried out at once.
+    permits: Semaphore,
 }
 
 /// How a deployment ended, before it is recorded.
@@ -64,11 +66,13 @@ fn failed(kind: FailureKind, reason: impl Into<String>) -> Outcome {
 
 impl Executor {
     pub fn new(pool: PgPool, worker: String, settings: Settings) -> Self {
+        let settings_permits = settings.max_deployments;
         Executor {
             pool,
             worker,
             settings,
             clients: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(settings_permits),
         }
     }
 
@@ -99,6 +103,12 @@ impl Executor {
         };
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = self.spawn_renewer(lease.clone(), lost.clone());
+        // Taken once the lease is ours: waiting for a busy stack must not hold a slot.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let result = self
             .run_leased(deployment, kind, &request, correlation, &lease, &lost)
             .await;
