@@ -238,3 +238,45 @@ async fn a_worker_killed_mid_deployment_is_finished_by_another() {
     }
     drop(worker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restricted_to_some_environments_takes_only_their_jobs() {
+    let mut app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.register_local_environment("alpha").await;
+    app.register_local_environment("beta").await;
+    let (a, b) = (unique_name(), unique_name());
+    let _guards = (StackGuard::new(&a), StackGuard::new(&b));
+    app.catalog.write(
+        "a.yml",
+        &web_manifest(&a, "1.0.0", &image("web:v1"), "    {}", ""),
+    );
+    app.catalog.write(
+        "b.yml",
+        &web_manifest(&b, "1.0.0", &image("web:v1"), "    {}", ""),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    app.start_worker_with(|cfg| cfg.environments = vec!["alpha".into()]);
+    let in_alpha = app.install("alpha", &a, "1.0.0", json!({})).await;
+    let in_beta = app.install("beta", &b, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&in_alpha).await["status"], "success");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let beta = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/api/deployments/{in_beta}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        beta.body["status"], "queued",
+        "no worker serves beta: {:?}",
+        beta.body
+    );
+    // A worker for beta takes it.
+    app.start_worker_with(|cfg| cfg.environments = vec!["beta".into()]);
+    assert_eq!(app.wait_terminal(&in_beta).await["status"], "success");
+}
