@@ -223,17 +223,36 @@ async fn redeploy_with_an_unchanged_digest_keeps_the_container_unless_forced() {
     let before = service_containers(&stack, "web");
 
     let key = app.create_key(&["Hooks.Redeploy"], Some(ENV)).await;
+    // `?wait=true` answers when the deployment has ended.
     let r = app
         .hook(
-            "/api/hooks/redeploy",
+            "/api/hooks/redeploy?wait=true&timeout=120",
             Some(&key),
             &json!({ "stackName": stack }).to_string(),
         )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "success", "{:?}", r.body);
+    assert_eq!(r.body["success"], true);
     let id = r.body["deploymentId"].as_str().unwrap().to_owned();
     assert_eq!(app.wait_terminal(&id).await["status"], "success");
     assert_eq!(service_containers(&stack, "web"), before, "same container");
+    // A timeout that passes first: 202 with the status so far.
+    let r = app
+        .hook(
+            "/api/hooks/redeploy?wait=true&timeout=0",
+            Some(&key),
+            &json!({ "stackName": stack }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert!(
+        ["queued", "in_progress"].contains(&r.body["status"].as_str().unwrap()),
+        "{:?}",
+        r.body
+    );
+    app.wait_terminal(r.body["deploymentId"].as_str().unwrap())
+        .await;
     assert!(event_types(&app.events_of(&id).await).contains(&"ServiceUnchanged".to_owned()));
 
     let r = app

@@ -45,28 +45,75 @@ pub struct WaitQuery {
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
+/// What every deployment hook answers, beside its own fields.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RedeployResponse {
+struct Outcome {
     success: bool,
     message: String,
     deployment_id: Uuid,
-    stack_name: String,
-    stack_version: String,
+    /// Only with `?wait=true`: the deployment's status when the answer was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
+struct RedeployResponse {
+    #[serde(flatten)]
+    outcome: Outcome,
+    stack_name: String,
+    stack_version: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct UpgradeResponse {
-    success: bool,
-    message: String,
-    deployment_id: Uuid,
+    #[serde(flatten)]
+    outcome: Outcome,
     previous_version: Option<String>,
     new_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<String>,
+}
+
+trait HookAnswer: Serialize {
+    fn outcome(&mut self) -> &mut Outcome;
+}
+
+impl HookAnswer for RedeployResponse {
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+}
+
+impl HookAnswer for UpgradeResponse {
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+}
+
+/// Answers at once, or with `?wait=true` when the deployment ends: then `success` and
+/// `message` tell how it ended; still running at the timeout, 202 with its status.
+async fn answer(
+    state: &AppState,
+    query: &WaitQuery,
+    mut body: impl HookAnswer,
+) -> Result<HttpResponse, ApiError> {
+    let id = body.outcome().deployment_id;
+    let code = match wait_if_asked(state, query, id).await? {
+        Waited::NotAsked => StatusCode::OK,
+        Waited::Finished(d) => {
+            let outcome = body.outcome();
+            outcome.success = d.status == "success";
+            outcome.message = ended_message(&d);
+            outcome.status = Some(d.status);
+            StatusCode::OK
+        }
+        Waited::TimedOut(current) => {
+            body.outcome().status = Some(current);
+            StatusCode::ACCEPTED
+        }
+    };
+    Ok(HttpResponse::build(code).json(body))
 }
 
 #[post("/api/hooks/redeploy")]
@@ -89,22 +136,17 @@ async fn redeploy(
     };
     let requested =
         deployments::redeploy(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
-    let mut response = RedeployResponse {
-        success: true,
-        message: format!("Successfully triggered redeploy of '{}'.", cmd.stack),
-        deployment_id: requested.deployment,
+    let response = RedeployResponse {
+        outcome: Outcome {
+            success: true,
+            message: format!("Successfully triggered redeploy of '{}'.", cmd.stack),
+            deployment_id: requested.deployment,
+            status: None,
+        },
         stack_name: cmd.stack.clone(),
         stack_version: requested.request.version.clone(),
-        status: None,
     };
-    let waited = wait_if_asked(&state, &query, requested.deployment).await?;
-    let code = settle(
-        waited,
-        &mut response.success,
-        &mut response.message,
-        &mut response.status,
-    );
-    Ok(HttpResponse::build(code).json(response))
+    answer(&state, &query, response).await
 }
 
 #[post("/api/hooks/upgrade")]
@@ -129,27 +171,22 @@ async fn upgrade(
     let requested =
         deployments::upgrade(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
     let previous = requested.request.previous_version.clone();
-    let mut response = UpgradeResponse {
-        success: true,
-        message: format!(
-            "Successfully upgraded '{}' from {} to {}.",
-            cmd.stack,
-            previous.as_deref().unwrap_or("nothing"),
-            cmd.target_version
-        ),
-        deployment_id: requested.deployment,
+    let response = UpgradeResponse {
+        outcome: Outcome {
+            success: true,
+            message: format!(
+                "Successfully upgraded '{}' from {} to {}.",
+                cmd.stack,
+                previous.as_deref().unwrap_or("nothing"),
+                cmd.target_version
+            ),
+            deployment_id: requested.deployment,
+            status: None,
+        },
         previous_version: previous,
         new_version: cmd.target_version.clone(),
-        status: None,
     };
-    let waited = wait_if_asked(&state, &query, requested.deployment).await?;
-    let code = settle(
-        waited,
-        &mut response.success,
-        &mut response.message,
-        &mut response.status,
-    );
-    Ok(HttpResponse::build(code).json(response))
+    answer(&state, &query, response).await
 }
 
 #[derive(Debug, Serialize)]
@@ -235,29 +272,6 @@ enum Waited {
     NotAsked,
     Finished(Box<queries::Deployment>),
     TimedOut(String),
-}
-
-/// Applies `?wait` to a hook's answer: once ended, `success` and `message` tell how;
-/// still running at the timeout, the answer is 202 with the current status.
-fn settle(
-    waited: Waited,
-    success: &mut bool,
-    message: &mut String,
-    status: &mut Option<String>,
-) -> StatusCode {
-    match waited {
-        Waited::NotAsked => StatusCode::OK,
-        Waited::Finished(d) => {
-            *success = d.status == "success";
-            *message = ended_message(&d);
-            *status = Some(d.status);
-            StatusCode::OK
-        }
-        Waited::TimedOut(current) => {
-            *status = Some(current);
-            StatusCode::ACCEPTED
-        }
-    }
 }
 
 fn ended_message(d: &queries::Deployment) -> String {
