@@ -18,6 +18,9 @@ use crate::error::ApiError;
 use crate::routes;
 use crate::state::AppState;
 
+/// How long start-up waits for an unreachable database before giving up.
+const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
+
 /// Largest request body accepted; hook bodies are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -47,12 +50,7 @@ impl Application {
         config
             .admin_token_is_usable()
             .map_err(StartupError::Config)?;
-        let pool = db::connect(
-            &config.database_url,
-            config.db_max_connections,
-            Duration::from_millis(config.db_acquire_timeout_ms),
-        )
-        .await?;
+        let pool = connect_with_retry(config).await?;
         db::migrate(&pool).await?;
         let state = AppState {
             pool,
@@ -92,6 +90,23 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// A database that is not up yet (a host booting, compose starting) is waited for, a
+/// bounded while; a wrong URL or password fails at once.
+async fn connect_with_retry(config: &Config) -> Result<sqlx::PgPool, StartupError> {
+    let acquire = Duration::from_millis(config.db_acquire_timeout_ms);
+    let mut waited = Duration::ZERO;
+    loop {
+        match db::connect(&config.database_url, config.db_max_connections, acquire).await {
+            Err(e) if e.is_unavailable() && waited < STARTUP_DB_WAIT => {
+                tracing::warn!(error = %e, "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                waited += Duration::from_secs(1) + acquire;
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -212,6 +212,19 @@ services:
       - "127.0.0.1::8080"
 """
 
+# The ingest-only stacks: no port, no health check (installed in ~1 s, then their
+# containers are removed: the hooks only consult Shiplog's records).
+SPREAD_MANIFEST = """name: {stack}
+x-shiplog:
+  version: 1.0.0
+  variables: {{}}
+services:
+  web:
+    image: {image}
+    healthcheck:
+      disable: true
+"""
+
 
 def cmd_setup(state: State) -> None:
     api = Api(state["port"], state["admin_token"])
@@ -236,9 +249,13 @@ def cmd_setup(state: State) -> None:
         MANIFEST.format(stack=state["stack_replace"], image=state["moving_ref"]))
     (catalog / "noop.yml").write_text(
         MANIFEST.format(stack=state["stack_noop"], image=state["noop_ref"]))
+    for stack in state["spread_stacks"]:
+        (catalog / f"{stack}.yml").write_text(
+            SPREAD_MANIFEST.format(stack=stack, image=state["noop_ref"]))
+    want = 2 + len(state["spread_stacks"])
     src = api.expect(201, "POST", "/api/catalog/sources", {"type": "directory", "path": str(catalog)})
-    if src.get("stacksLoaded") != 2:
-        die(f"catalog source loaded {src.get('stacksLoaded')} stacks, expected 2: {src}")
+    if src.get("stacksLoaded") != want:
+        die(f"catalog source loaded {src.get('stacksLoaded')} stacks, expected {want}: {src}")
     key = api.expect(201, "POST", "/api/keys",
                      {"name": "bench", "permissions": ["Hooks.Redeploy"], "environmentId": env})["key"]
     state["key"] = key
@@ -256,10 +273,43 @@ def cmd_setup(state: State) -> None:
         log(f"installed {stack}")
 
 
+def remove_stack_from_docker(stack: str) -> None:
+    ids = stack_containers(stack)
+    if ids:
+        docker("rm", "-f", "-v", *ids)
+    docker("network", "rm", f"{stack}_default")
+
+
+def cmd_spread_setup(state: State, keys: int, batch: int) -> None:
+    """Keys and installed stacks for the spread ingest variant. Each stack is installed
+    through the worker, then its container and network are removed at once (Docker's
+    default address pools hold only ~30 networks, and idle containers would only add
+    noise): the hooks consult Shiplog's records, not Docker."""
+    api = Api(state["port"], state["admin_token"])
+    env = state["environment"]
+    state["spread_keys"] = [
+        api.expect(201, "POST", "/api/keys",
+                   {"name": f"bench-{i}", "permissions": ["Hooks.Redeploy"], "environmentId": env})["key"]
+        for i in range(keys)
+    ]
+    stacks = state["spread_stacks"]
+    for start in range(0, len(stacks), batch):
+        group = stacks[start:start + batch]
+        ids = [api.expect(202, "POST", f"/api/environments/{env}/stacks",
+                          {"stackName": st, "version": "1.0.0", "variables": {}})["deploymentId"]
+               for st in group]
+        for st, dep in zip(group, ids):
+            d, _ = api.wait_terminal(dep)
+            if d["status"] != "success":
+                die(f"install of {st} ended '{d['status']}': {d.get('message')}")
+            remove_stack_from_docker(st)
+    log(f"spread: {keys} keys, {len(stacks)} stacks installed (containers removed again)")
+
+
 # --- redeploy latency ----------------------------------------------------------------------
 
 
-def cli_cycle(ref: str, name: str) -> dict[str, float]:
+def cli_cycle(ref: str, name: str, network: str) -> dict[str, float]:
     """The plain CLI way: pull, stop, rm, run, poll `docker inspect` until healthy."""
     t = {}
     t0 = time.monotonic()
@@ -269,7 +319,7 @@ def cli_cycle(ref: str, name: str) -> dict[str, float]:
     t["stop"] = time.monotonic()
     docker("rm", name)
     t["rm"] = time.monotonic()
-    docker("run", "-d", "--name", name, "-p", "127.0.0.1::8080", ref)
+    docker("run", "-d", "--name", name, "--network", network, "-p", "127.0.0.1::8080", ref)
     t["run"] = time.monotonic()
     deadline = t["run"] + HEALTH_LIMIT_S
     while True:  # as fast as the CLI answers: no sleep, the tightest honest baseline
@@ -289,10 +339,16 @@ def cli_cycle(ref: str, name: str) -> dict[str, float]:
     }
 
 
+HOOK_ANSWER_S: list[float] = []  # how long each hook call itself took
+
+
 def hook_redeploy(api: Api, state: State, stack: str) -> tuple[str, float, float]:
     """Calls the hook; returns (deployment id, monotonic send time, monotonic end time)."""
     t0 = time.monotonic()
     data = api.expect(200, "POST", "/api/hooks/redeploy", {"stackName": stack}, key=state["key"])
+    HOOK_ANSWER_S.append(time.monotonic() - t0)
+    if data.get("joined") or data.get("replayed"):
+        die(f"hook answer for {stack} joined/replayed an earlier deployment: {data}")
     d, t1 = api.wait_terminal(data["deploymentId"])
     if d["status"] != "success":
         die(f"redeploy {data['deploymentId']} of {stack} ended '{d['status']}': {d.get('message')}")
@@ -307,7 +363,8 @@ def cmd_redeploy(state: State, runs: int, noop_runs: int) -> None:
     contents = [state["image_v2"], state["image_v1"]]  # installed with v1: the first run moves to v2
     # The CLI baseline's own container, started from the same tag, healthy before we begin.
     docker("pull", "-q", ref)
-    docker("run", "-d", "--name", cli, "-p", "127.0.0.1::8080", ref)
+    docker("network", "create", state["cli_network"])
+    docker("run", "-d", "--name", cli, "--network", state["cli_network"], "-p", "127.0.0.1::8080", ref)
     deadline = time.monotonic() + HEALTH_LIMIT_S
     while docker("inspect", "-f", "{{.State.Health.Status}}", cli) != "healthy":
         if time.monotonic() > deadline:
@@ -333,7 +390,7 @@ def cmd_redeploy(state: State, runs: int, noop_runs: int) -> None:
             shiplog.append({"deployment": dep, "total": t1 - t0, "t0_wall": time.time() - (time.monotonic() - t0)})
 
         def theirs():
-            b = cli_cycle(ref, cli)
+            b = cli_cycle(ref, cli, state["cli_network"])
             got = docker("inspect", "-f", "{{.Image}}", cli)
             if got != want_image:
                 die(f"CLI baseline runs {got}, expected {want_image}")
@@ -347,8 +404,9 @@ def cmd_redeploy(state: State, runs: int, noop_runs: int) -> None:
 
     # Where the time goes, from the events (recorded_at = each append transaction's start).
     ev = events_of(state, ids)
-    phases = {k: [] for k in ("request_to_started", "started_to_pulled", "pulled_to_replaced",
-                              "replaced_to_succeeded", "succeeded_to_observed", "send_to_request")}
+    phases = {k: [] for k in ("send_to_request", "request_to_started", "started_to_pulled",
+                              "pulled_to_replaced", "replaced_to_succeeded", "succeeded_to_observed")}
+    answers = list(HOOK_ANSWER_S)
     for run_ in shiplog:
         e = ev[run_["deployment"]]
         phases["send_to_request"].append(e["RedeployRequested"] - run_["t0_wall"])
@@ -367,6 +425,7 @@ def cmd_redeploy(state: State, runs: int, noop_runs: int) -> None:
         / statistics.median([b["total"] for b in baseline]),
         "median_of_ratios": statistics.median(ratios),
         "shiplog_phases_median_s": {k: statistics.median(v) for k, v in phases.items()},
+        "hook_answer_median_s": statistics.median(answers),
         "cli_phases_median_s": {k: statistics.median([b[k] for b in baseline])
                                 for k in baseline[0] if k != "total"},
         "samples": {"shiplog_s": [s["total"] for s in shiplog],
@@ -378,6 +437,7 @@ def cmd_redeploy(state: State, runs: int, noop_runs: int) -> None:
     noop_ref = state["noop_ref"]
     before = stack_containers(stack)
     ours_t, pull_t, noop_ids = [], [], []
+    HOOK_ANSWER_S.clear()
     for i in range(noop_runs):
         def ours():
             dep, t0, t1 = hook_redeploy(api, state, stack)
@@ -408,7 +468,9 @@ def cmd_redeploy(state: State, runs: int, noop_runs: int) -> None:
         "docker_pull_s": summary(pull_t),
         "ratio_of_medians": statistics.median(ours_t) / statistics.median(pull_t),
         "container_unchanged": True,
+        "hook_answer_median_s": statistics.median(HOOK_ANSWER_S),
         "shiplog_phases_median_s": {k: statistics.median(v) for k, v in noop_phases.items()},
+        "samples": {"shiplog_s": ours_t, "docker_pull_s": pull_t},
     }
     log(f"no-op: shiplog median {statistics.median(ours_t) * 1000:.0f} ms, "
         f"docker pull median {statistics.median(pull_t) * 1000:.0f} ms")
@@ -421,14 +483,123 @@ def cmd_pickup(state: State, runs: int, pause_s: float) -> None:
     api = Api(state["port"], state["admin_token"])
     stack = state["stack_noop"]
     ids = []
+    HOOK_ANSWER_S.clear()
     for _ in range(runs):
         dep, _, _ = hook_redeploy(api, state, stack)  # waits for the end: no lease waiting
         ids.append(dep)
         time.sleep(pause_s)
     ev = events_of(state, ids)
     lat = [ev[d]["DeploymentStarted"] - ev[d]["RedeployRequested"] for d in ids]
-    state["pickup"] = {"runs": runs, "pause_s": pause_s, "latency_s": summary(lat)}
+    state["pickup"] = {"runs": runs, "pause_s": pause_s, "latency_s": summary(lat),
+                       "hook_answer_s": summary(list(HOOK_ANSWER_S)), "samples_s": lat}
     log(f"pickup: p50 {pct(lat, 50) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms")
+
+
+# --- where ingest time goes: CPU accounting and PostgreSQL wait sampling ---------------------
+
+
+def _proc_times(pid: str) -> tuple[str, int]:
+    """(command name, utime + stime + cutime + cstime) in clock ticks."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    return comm, sum(int(x) for x in fields[11:15])
+
+
+SHARED_PG_PROCESSES = ("walwriter", "checkpointer", "background writer")
+
+
+def _descendants(pid: str) -> list[str]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend((task / "children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_snapshot(state: State, api_pid: str, client_pid: str) -> dict:
+    """CPU ticks used so far by the API, by the load client (and its children), by each
+    PostgreSQL process working for this run's database (its backends, autovacuum on it) or
+    for all (WAL writer, checkpointer, background writer), and by the whole machine."""
+    db = state["database_url"].rsplit("/", 1)[1]
+    pg = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not title.startswith("postgres:"):
+                continue
+            if f" {db} " in title or any(title.rstrip().endswith(p) for p in SHARED_PG_PROCESSES):
+                pg[d.name] = _proc_times(d.name)[1]
+        except (OSError, ValueError):
+            continue
+    client = {}
+    for pid in _descendants(client_pid):
+        try:
+            client[pid] = _proc_times(pid)[1]
+        except (OSError, ValueError):
+            pass
+    vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return {"api": _proc_times(api_pid)[1], "postgres": pg, "client": client, "wall": time.monotonic(),
+            "machine_busy": sum(vals) - vals[3] - vals[4]}  # all but idle and iowait
+
+
+def cmd_cpu_window(state: State, api_pid: str, client_pid: str, seconds: float, out: Path) -> None:
+    """Cores used by each party over the middle of a load run of `seconds` (1 s cut at each
+    end, so that connections are made and still open: per-process ticks of a process that
+    ends within the window would be lost)."""
+    edge = 1.0 if seconds >= 3 else 0.0
+    time.sleep(edge)
+    b = _cpu_snapshot(state, api_pid, client_pid)
+    time.sleep(max(0.5, seconds - 2 * edge))
+    a = _cpu_snapshot(state, api_pid, client_pid)
+    hz = os.sysconf("SC_CLK_TCK")
+    wall = a["wall"] - b["wall"]
+
+    def by_pid(k):
+        return sum(t - b[k].get(pid, t) for pid, t in a[k].items()) / hz / wall
+
+    cpu = {"api": (a["api"] - b["api"]) / hz / wall, "postgres": by_pid("postgres"),
+           "client": by_pid("client"), "machine_busy": (a["machine_busy"] - b["machine_busy"]) / hz / wall}
+    cpu["other"] = cpu["machine_busy"] - cpu["api"] - cpu["postgres"] - cpu["client"]
+    cpu = {k: round(v, 3) for k, v in cpu.items()}
+    cpu["cores"] = os.cpu_count() or 1
+    out.write_text(json.dumps(cpu))
+
+
+WAIT_SAMPLER_SQL = """
+CREATE TEMP TABLE bench_waits (ev text);
+DO $$
+BEGIN
+  FOR i IN 1..{n} LOOP
+    PERFORM pg_stat_clear_snapshot();
+    INSERT INTO bench_waits
+      SELECT CASE
+               WHEN state = 'active' AND wait_event IS NULL THEN 'running (CPU)'
+               WHEN state = 'active' THEN 'waiting: ' || wait_event_type || '/' || wait_event
+               ELSE state || ' (waiting for the client)'
+             END
+      FROM pg_stat_activity
+      WHERE datname = current_database() AND pid <> pg_backend_pid()
+        AND backend_type = 'client backend' AND state <> 'idle';
+    PERFORM pg_sleep({interval});
+  END LOOP;
+END $$;
+SELECT ev, count(*) FROM bench_waits GROUP BY ev ORDER BY 2 DESC;
+"""
+
+
+def cmd_wait_sample(state: State, seconds: float, out: Path, interval: float = 0.05) -> None:
+    """Samples what the database's busy backends are doing, every `interval` seconds."""
+    n = max(1, int(seconds / interval))
+    rows = psql(state["database_url"], WAIT_SAMPLER_SQL.format(n=n, interval=interval))
+    out.write_text(json.dumps({"samples": n, "counts": {ev: int(c) for ev, c in rows}}))
 
 
 # --- ingest --------------------------------------------------------------------------------
@@ -441,26 +612,42 @@ def wrk_result(path: Path) -> dict:
     die(f"no result line in {path}")
 
 
-def cmd_ingest(state: State, clients: int, wrk_out: Path, warmup_out: Path | None,
-               pgbench_out: Path, pgbench_logs: list[str]) -> None:
-    wrk = wrk_result(wrk_out)
-    if warmup_out is not None:
-        w = wrk_result(warmup_out)
-        state["warmup_ok"] = state.get("warmup_ok", 0) + w["requests"] - w["errors"]["status"]
-    ok = wrk["requests"] - wrk["errors"]["status"]
-    errors = sum(wrk["errors"].values())
+def cmd_pgbench(state: State, clients: int, pgbench_out: Path, pgbench_logs: list[str],
+                waits: Path | None, cpu_file: Path | None) -> None:
     tps = None
     for line in pgbench_out.read_text().splitlines():
         if line.startswith("tps = ") and "without initial connection time" in line:
             tps = float(line.split()[2])
     if tps is None:
         die(f"no tps line in {pgbench_out}")
-    pg_lat = []
+    lat = []
     for f in pgbench_logs:
         for line in Path(f).read_text().splitlines():
             parts = line.split()
             if len(parts) >= 3:
-                pg_lat.append(int(parts[2]) / 1e6)
+                lat.append(int(parts[2]) / 1e6)
+    pg = state.get("pgbench", {})
+    pg[str(clients)] = {"tps": tps, "p50_s": pct(lat, 50), "p99_s": pct(lat, 99), "transactions": len(lat),
+                        "db_backend_states": json.loads(waits.read_text()) if waits and waits.exists() else None,
+                        "cpu_cores_used": json.loads(cpu_file.read_text()) if cpu_file and cpu_file.exists() else None}
+    state["pgbench"] = pg
+    log(f"pgbench c={clients}: {tps:.0f} tps (p50 {pct(lat, 50) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms)")
+
+
+def cmd_ingest(state: State, variant: str, clients: int, wrk_out: Path, warmup_out: Path | None,
+               cpu_file: Path | None, waits: Path | None) -> None:
+    wrk = wrk_result(wrk_out)
+    cpu = json.loads(cpu_file.read_text()) if cpu_file and cpu_file.exists() else None
+    wait_counts = json.loads(waits.read_text()) if waits and waits.exists() else None
+    if warmup_out is not None:
+        w = wrk_result(warmup_out)
+        state["warmup_ok"] = state.get("warmup_ok", 0) + w["requests"] - w["errors"]["status"]
+        state["in_flight_bound"] = state.get("in_flight_bound", 0) + clients
+    state["in_flight_bound"] = state.get("in_flight_bound", 0) + clients
+    ok = wrk["requests"] - wrk["errors"]["status"]
+    errors = sum(wrk["errors"].values())
+    pg = state["pgbench"][str(clients)]
+    tps = pg["tps"]
     rps = ok / wrk["duration_s"]
     entry = {
         "clients": clients,
@@ -471,34 +658,56 @@ def cmd_ingest(state: State, clients: int, wrk_out: Path, warmup_out: Path | Non
         "hook_rps": rps,
         "hook_p50_s": wrk["latency_us"]["p50"] / 1e6,
         "hook_p99_s": wrk["latency_us"]["p99"] / 1e6,
+        "cpu_cores_used": cpu,
+        "api_cpu_ms_per_request": (cpu["api"] * 1000 / rps) if cpu and rps else None,
+        # (the window is the middle of the run; the rate is the whole run's)
+        "postgres_cpu_ms_per_request": (cpu["postgres"] * 1000 / rps) if cpu and rps else None,
+        "db_backend_states": wait_counts,
         "pgbench_tps": tps,
-        "pgbench_p50_s": pct(pg_lat, 50),
-        "pgbench_p99_s": pct(pg_lat, 99),
+        "pgbench_p50_s": pg["p50_s"],
+        "pgbench_p99_s": pg["p99_s"],
         "ratio": rps / tps,
     }
     ingest = state.get("ingest", {})
-    ingest[str(clients)] = entry
+    ingest.setdefault(variant, {})[str(clients)] = entry
     state["ingest"] = ingest
-    log(f"ingest c={clients}: hooks {rps:.0f}/s (p50 {entry['hook_p50_s'] * 1000:.1f} ms, "
-        f"p99 {entry['hook_p99_s'] * 1000:.1f} ms, {errors} errors), pgbench {tps:.0f} tps")
+    log(f"ingest {variant} c={clients}: hooks {rps:.0f}/s (p50 {entry['hook_p50_s'] * 1000:.1f} ms, "
+        f"p99 {entry['hook_p99_s'] * 1000:.1f} ms, {errors} errors), pgbench {tps:.0f} tps; "
+        f"CPU cores {cpu}; backends {wait_counts and wait_counts['counts']}")
 
 
-def cmd_ingest_check(state: State, before: int) -> None:
-    """Every 200 the hooks answered is a durable request event and a queued job."""
-    events = int(psql(state["database_url"],
-                      "SELECT count(*) FROM events WHERE event_type = 'RedeployRequested'")[0][0])
-    jobs_sql = ("SELECT count(*) FROM apalis.jobs WHERE job_type = "
-                f"'shiplog.deploy.{state['environment']}' AND status = 'Pending'")
-    try:
-        jobs = int(psql(state["database_url"], jobs_sql)[0][0])
-    except SystemExit:
-        jobs = None
-    ingest = state["ingest"]
-    answered = sum(e["hook_ok"] for e in ingest.values()) + state.get("warmup_ok", 0)
+INGEST_COUNTS_SQL = """
+SELECT (SELECT count(*) FROM events WHERE event_type = 'RedeployRequested'),
+       (SELECT count(*) FROM events WHERE event_type = 'RedeployJoined'),
+       (SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events
+          WHERE stream_id LIKE 'deployment-%' GROUP BY stream_id) s)
+"""
+
+
+def cmd_ingest_mark(state: State) -> None:
+    requested, joined, _ = psql(state["database_url"], INGEST_COUNTS_SQL)[0]
+    state["ingest_before"] = {"requested": int(requested), "joined": int(joined)}
+
+
+def cmd_ingest_check(state: State) -> None:
+    """Every 200 the hooks answered is a durable event: a new request (with its job) or a
+    join of a queued one."""
+    requested, joined, longest = (int(x) for x in psql(state["database_url"], INGEST_COUNTS_SQL)[0])
+    before = state["ingest_before"]
+    answered = sum(e["hook_ok"] for v in state["ingest"].values() for e in v.values())
+    answered += state.get("warmup_ok", 0)
+    new_requested = requested - before["requested"]
+    new_joined = joined - before["joined"]
     state["ingest_check"] = {
         "hook_200s_incl_warmup": answered,
-        "new_request_events": events - before,
-        "pending_jobs": jobs,
+        "new_deployments": new_requested,
+        "joins": new_joined,
+        "longest_deployment_stream": longest,
+        # wrk does not count the requests still in flight when it stops (at most one per
+        # connection per run), but the API completes them.
+        "unanswered_in_flight": new_requested + new_joined - answered,
+        "in_flight_bound": state.get("in_flight_bound"),
+        "consistent": 0 <= new_requested + new_joined - answered <= state.get("in_flight_bound", 0),
     }
 
 
@@ -512,6 +721,17 @@ def first_line(*args: str) -> str:
         return text.splitlines()[0] if text else "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
+
+
+def machine_busy(seconds: float) -> float:
+    """Fraction of all cores busy (not idle, not iowait) over `seconds`."""
+    def read():
+        vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(vals), vals[3] + vals[4]
+    t0, i0 = read()
+    time.sleep(seconds)
+    t1, i1 = read()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
 
 
 def cmd_facts(state: State, settings: dict) -> None:
@@ -546,6 +766,9 @@ def cmd_facts(state: State, settings: dict) -> None:
         "pgbench": first_line("pgbench", "--version"),
         "wrk": first_line("wrk", "-v").split(" Copyright")[0],
         "python": sys.version.split()[0],
+        "machine busy before the run": f"{machine_busy(2) * 100:.0f}% of all cores over 2 s"
+        + (f" (after waiting {settings['quiet_waited_s']} s for a quieter machine)"
+           if settings.get("quiet_waited_s") else ""),
     }
     state["settings"] = settings
 
@@ -564,11 +787,16 @@ def cmd_report(state: State, out: Path) -> None:
         rows.append((figure, ours, base, f"{ratio:.2f}" if ratio is not None else "-", aim,
                      "" if ok is None else ("ok" if ok else "MISSED")))
 
-    for c, e in sorted(state.get("ingest", {}).items(), key=lambda kv: int(kv[0])):
-        add(f"hook ingest, {c} clients",
-            f"{e['hook_rps']:.0f} req/s (p50 {ms(e['hook_p50_s'])}, p99 {ms(e['hook_p99_s'])})",
-            f"pgbench {e['pgbench_tps']:.0f} tps (p50 {ms(e['pgbench_p50_s'])}, p99 {ms(e['pgbench_p99_s'])})",
-            e["ratio"], ">= 0.5", e["ratio"] >= 0.5 and e["hook_errors"] == 0)
+    labels = {"one": "1 key -> 1 stack", "spread": "{k} keys -> {s} stacks"}
+    for variant, by_clients in state.get("ingest", {}).items():
+        label = labels.get(variant, variant).format(
+            k=len(state.get("spread_keys", [])), s=len(state.get("spread_stacks", [])))
+        for c, e in sorted(by_clients.items(), key=lambda kv: int(kv[0])):
+            add(f"hook ingest, {c} clients, {label}",
+                f"{e['hook_rps']:.0f} req/s (p50 {ms(e['hook_p50_s'])}, p99 {ms(e['hook_p99_s'])})"
+                + (f", {e['hook_errors']} errors" if e["hook_errors"] else ""),
+                f"pgbench {e['pgbench_tps']:.0f} tps (p50 {ms(e['pgbench_p50_s'])}, p99 {ms(e['pgbench_p99_s'])})",
+                e["ratio"], ">= 0.5", e["ratio"] >= 0.5 and e["hook_errors"] == 0)
     r = state.get("redeploy")
     if r:
         add(f"redeploy, new image (median of {r['runs']})",
@@ -601,26 +829,62 @@ def cmd_report(state: State, out: Path) -> None:
     for row in rows:
         lines.append(fmt.format(*row).rstrip())
     if r:
-        lines += ["", "Where a replacing redeploy's time goes (medians; from event recorded_at):"]
+        lines += ["", "Where a replacing redeploy's time goes (medians; from event recorded_at):",
+                  f"  shiplog  {'hook answer (200)':<24} {ms(r['hook_answer_median_s'])}"]
         for k, v in r["shiplog_phases_median_s"].items():
             lines.append(f"  shiplog  {k:<24} {ms(v)}")
         for k, v in r["cli_phases_median_s"].items():
             lines.append(f"  CLI      {k:<24} {ms(v)}")
     if n:
-        lines += ["", "Where a no-op redeploy's time goes (medians):"]
+        lines += ["", "Where a no-op redeploy's time goes (medians):",
+                  f"  shiplog  {'hook answer (200)':<24} {ms(n['hook_answer_median_s'])}"]
         for k, v in n["shiplog_phases_median_s"].items():
             lines.append(f"  shiplog  {k:<24} {ms(v)}")
+    if state.get("ingest"):
+        lines += ["", f"CPU over each load run (cores busy, of {facts['nproc']}; client = wrk or pgbench; "
+                  "postgres = this database's",
+                  "backends + WAL writer, checkpointer, bgwriter; other = dockerd and anything else "
+                  "on the machine):"]
+
+        def cpu_line(name, cpu, rate):
+            if not cpu:
+                return
+            per = (f"  ->  per request: API {cpu['api'] * 1000 / rate:.2f} ms, "
+                   f"postgres {cpu['postgres'] * 1000 / rate:.2f} ms CPU") if name[0] != "p" else ""
+            lines.append(f"  {name:<11} API {cpu['api']:.2f}, postgres {cpu['postgres']:.2f}, "
+                         f"client {cpu['client']:.2f}, other {cpu['other']:.2f}" + per)
+
+        for c, v in sorted(state.get("pgbench", {}).items(), key=lambda kv: int(kv[0])):
+            cpu_line(f"pgbench {c}", v.get("cpu_cores_used"), v["tps"])
+        for variant, by_clients in state["ingest"].items():
+            for c, e in sorted(by_clients.items(), key=lambda kv: int(kv[0])):
+                cpu_line(f"{variant} {c}", e.get("cpu_cores_used"), e["hook_rps"])
+        lines += ["", "What the database's busy backends were doing (share of samples, every 50 ms):"]
+        runs = [(f"pgbench {c}", v.get("db_backend_states")) for c, v in sorted(
+            state.get("pgbench", {}).items(), key=lambda kv: int(kv[0]))]
+        for variant, by_clients in state["ingest"].items():
+            for c, e in sorted(by_clients.items(), key=lambda kv: int(kv[0])):
+                runs.append((f"{variant} {c}", e.get("db_backend_states")))
+        for name, w in runs:
+            if not w:
+                continue
+            total = sum(w["counts"].values()) or 1
+            top = sorted(w["counts"].items(), key=lambda kv: -kv[1])[:4]
+            lines.append(f"  {name:<10} " + ", ".join(f"{k} {v * 100 / total:.0f}%" for k, v in top))
     chk = state.get("ingest_check")
     if chk:
         lines += ["", "Ingest durability check: "
-                  f"{chk['hook_200s_incl_warmup']} answers 200 (incl. warm-up), "
-                  f"{chk['new_request_events']} new RedeployRequested events, "
-                  f"{chk['pending_jobs']} pending jobs"]
+                  f"{chk['hook_200s_incl_warmup']} answers 200 (incl. warm-ups) = "
+                  f"{chk['new_deployments']} new deployments (event + job) + {chk['joins']} joins "
+                  f"of a queued one - {chk['unanswered_in_flight']} cut off in flight by wrk's stop "
+                  f"(bound {chk['in_flight_bound']}): {'consistent' if chk['consistent'] else 'INCONSISTENT'}; "
+                  f"longest deployment stream {chk['longest_deployment_stream']} events"]
     print("\n".join(lines))
 
     result = {
         "facts": facts,
         "settings": state.get("settings", {}),
+        "pgbench": state.get("pgbench"),
         "ingest": state.get("ingest"),
         "ingest_check": chk,
         "redeploy": r,
@@ -646,14 +910,34 @@ def main() -> None:
     p = sub.add_parser("pickup")
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--pause-ms", type=float, default=50)
+    p = sub.add_parser("spread-setup")
+    p.add_argument("--keys", type=int, required=True)
+    p.add_argument("--batch", type=int, default=4)
+    p = sub.add_parser("pgbench")
+    p.add_argument("--clients", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--logs", nargs="*", default=[])
+    p.add_argument("--waits", type=Path)
+    p.add_argument("--cpu", type=Path)
+    p = sub.add_parser("machine-busy")
+    p.add_argument("--seconds", type=float, default=3)
+    p = sub.add_parser("cpu-window")
+    p.add_argument("--api-pid", required=True)
+    p.add_argument("--client-pid", required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("wait-sample")
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("ingest")
+    p.add_argument("--variant", required=True)
     p.add_argument("--clients", type=int, required=True)
     p.add_argument("--wrk", type=Path, required=True)
     p.add_argument("--warmup", type=Path)
-    p.add_argument("--pgbench", type=Path, required=True)
-    p.add_argument("--pgbench-logs", nargs="*", default=[])
-    p = sub.add_parser("ingest-check")
-    p.add_argument("--before", type=int, required=True)
+    p.add_argument("--cpu", type=Path)
+    p.add_argument("--waits", type=Path)
+    sub.add_parser("ingest-mark")
+    sub.add_parser("ingest-check")
     p = sub.add_parser("report")
     p.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -666,10 +950,22 @@ def main() -> None:
         cmd_redeploy(state, a.runs, a.noop_runs)
     elif a.cmd == "pickup":
         cmd_pickup(state, a.runs, a.pause_ms / 1000)
+    elif a.cmd == "spread-setup":
+        cmd_spread_setup(state, a.keys, a.batch)
+    elif a.cmd == "pgbench":
+        cmd_pgbench(state, a.clients, a.out, a.logs, a.waits, a.cpu)
+    elif a.cmd == "machine-busy":
+        print(f"{machine_busy(a.seconds):.3f}")
+    elif a.cmd == "cpu-window":
+        cmd_cpu_window(state, a.api_pid, a.client_pid, a.seconds, a.out)
+    elif a.cmd == "wait-sample":
+        cmd_wait_sample(state, a.seconds, a.out)
     elif a.cmd == "ingest":
-        cmd_ingest(state, a.clients, a.wrk, a.warmup, a.pgbench, a.pgbench_logs)
+        cmd_ingest(state, a.variant, a.clients, a.wrk, a.warmup, a.cpu, a.waits)
+    elif a.cmd == "ingest-mark":
+        cmd_ingest_mark(state)
     elif a.cmd == "ingest-check":
-        cmd_ingest_check(state, a.before)
+        cmd_ingest_check(state)
     elif a.cmd == "report":
         cmd_report(state, a.out)
 
