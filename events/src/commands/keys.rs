@@ -168,6 +168,16 @@ pub async fn revoke(
     Ok(())
 }
 
+/// How stale `last_used_at` may be.
+const USAGE_RESOLUTION_SECS: i64 = 60;
+
+#[derive(sqlx::FromRow)]
+struct KeyWithUse {
+    #[sqlx(flatten)]
+    key: ApiKey,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
 /// Resolves a presented `X-Api-Key` value to a usable key and records its use.
 pub async fn authenticate(
     pool: &PgPool,
@@ -179,27 +189,33 @@ pub async fn authenticate(
     let Some(plain) = PlainApiKey::parse(presented.trim()) else {
         return Ok(Err(KeyRejection::Unknown));
     };
-    let key: Option<ApiKey> = sqlx::query_as(concat!(
-        "SELECT ",
-        key_columns!(),
-        " FROM api_keys WHERE key_hash = $1"
-    ))
+    let found: Option<KeyWithUse> = sqlx::query_as(
+        "SELECT k.id, k.name, k.prefix, k.permissions, k.environment_id, k.expires_at,
+                k.created_at, k.revoked_at, u.last_used_at
+         FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id
+         WHERE k.key_hash = $1",
+    )
     .bind(plain.hash())
     .fetch_optional(pool)
     .await?;
-    let Some(key) = key else {
+    let Some(KeyWithUse { key, last_used_at }) = found else {
         return Ok(Err(KeyRejection::Unknown));
     };
-    if let Err(rejection) = key.check_usable(Utc::now()) {
+    let now = Utc::now();
+    if let Err(rejection) = key.check_usable(now) {
         return Ok(Err(rejection));
     }
-    sqlx::query(
-        "INSERT INTO api_key_usage (key_id, last_used_at) VALUES ($1, now())
-         ON CONFLICT (key_id) DO UPDATE SET last_used_at = EXCLUDED.last_used_at",
-    )
-    .bind(key.id)
-    .execute(pool)
-    .await?;
+    // Recorded to the minute: a write (and a WAL flush) on every hook call would cost
+    // more than the hook itself.
+    if last_used_at.is_none_or(|at| now - at >= chrono::Duration::seconds(USAGE_RESOLUTION_SECS)) {
+        sqlx::query(
+            "INSERT INTO api_key_usage (key_id, last_used_at) VALUES ($1, now())
+             ON CONFLICT (key_id) DO UPDATE SET last_used_at = EXCLUDED.last_used_at",
+        )
+        .bind(key.id)
+        .execute(pool)
+        .await?;
+    }
     Ok(Ok(key))
 }
 
