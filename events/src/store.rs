@@ -118,6 +118,19 @@ pub async fn read_stream(conn: &mut PgConnection, stream: &str) -> Result<Vec<Re
     rows.into_iter().map(decode_row).collect()
 }
 
+/// The stream's first event (a deployment's request), without reading the rest.
+pub async fn read_first(conn: &mut PgConnection, stream: &str) -> Result<Option<RecordedEvent>> {
+    let row = sqlx::query(
+        "SELECT global_position, stream_id, stream_version, event_type, event_version, data,
+                metadata, recorded_at
+         FROM events WHERE stream_id = $1 AND stream_version = 1",
+    )
+    .bind(stream)
+    .fetch_optional(conn)
+    .await?;
+    row.map(decode_row).transpose()
+}
+
 /// Events after `after` in `global_position` order, at most `limit`.
 pub async fn read_all(
     conn: &mut PgConnection,

@@ -122,9 +122,11 @@ async fn queued_redeploys_are_joined_and_a_newer_upgrade_supersedes_queued_work(
     app.stop_workers();
 
     let body = json!({ "stackName": stack }).to_string();
+    // Concurrent: requests for one stack are decided one at a time, so they all join.
+    let replies =
+        join_all((0..5).map(|_| app.hook("/api/hooks/redeploy", Some(&key), &body))).await;
     let mut ids = Vec::new();
-    for _ in 0..5 {
-        let r = app.hook("/api/hooks/redeploy", Some(&key), &body).await;
+    for r in replies {
         assert_eq!(r.status, 200, "{:?}", r.body);
         ids.push(r.body["deploymentId"].as_str().unwrap().to_owned());
     }

@@ -199,6 +199,7 @@ pub async fn redeploy(
 ) -> Result<Requested> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     let mut tx = pool.begin().await?;
+    lock_stack_requests(&mut tx, &cmd.environment, &cmd.stack).await?;
     if let Some(done) = replay(&mut tx, idempotency).await? {
         return Ok(done);
     }
@@ -231,6 +232,7 @@ pub async fn upgrade(
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     validate_version(&cmd.target_version)?;
     let mut tx = pool.begin().await?;
+    lock_stack_requests(&mut tx, &cmd.environment, &cmd.stack).await?;
     if let Some(done) = replay(&mut tx, idempotency).await? {
         return Ok(done);
     }
@@ -358,6 +360,16 @@ async fn validate_target(pool: &PgPool, environment: &str, stack: &str) -> Resul
     Ok(())
 }
 
+/// Requests for one stack are decided one at a time (until their transaction ends), so a
+/// burst sees the deployment the first request queued and joins it.
+async fn lock_stack_requests(tx: &mut PgConnection, environment: &str, stack: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("shiplog-requests:{environment}/{stack}"))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 struct Queued {
     id: Uuid,
     kind: DeploymentKind,
@@ -392,15 +404,18 @@ async fn append_if_queued(
     event: Event,
     metadata: &Metadata,
 ) -> Result<bool> {
-    let stream = stream::deployment(deployment);
-    let history = store::read_stream(&mut *tx, &stream).await?;
-    let started = history
-        .iter()
-        .any(|e| e.event.is_terminal() || matches!(e.event, Event::DeploymentStarted { .. }));
-    if started {
+    // The projection row is locked first: the worker's start updates that row too, so a
+    // join and a start are serialised and this one sees whether the other happened.
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM deployments WHERE id = $1 FOR UPDATE")
+            .bind(deployment)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if status.as_deref() != Some("queued") {
         return Ok(false);
     }
-    let version = history.last().map_or(0, |e| e.stream_version);
+    let stream = stream::deployment(deployment);
+    let version = store::stream_version(&mut *tx, &stream).await?;
     match store::append(
         tx,
         &stream,
@@ -418,9 +433,9 @@ async fn append_if_queued(
 
 /// The deployment a stream's request describes.
 async fn load(conn: &mut PgConnection, deployment: Uuid) -> Result<Requested> {
-    let history = store::read_stream(conn, &stream::deployment(deployment)).await?;
-    let (kind, request) = history
-        .first()
+    let first = store::read_first(conn, &stream::deployment(deployment)).await?;
+    let (kind, request) = first
+        .as_ref()
         .and_then(|e| e.event.request())
         .ok_or_else(|| Error::NotFound(format!("deployment {deployment} not found")))?;
     Ok(Requested {
