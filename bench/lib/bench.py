@@ -562,8 +562,8 @@ def cmd_cpu_window(state: State, api_pid: str, client_pid: str, seconds: float, 
     hz = os.sysconf("SC_CLK_TCK")
     wall = a["wall"] - b["wall"]
 
-    def by_pid(k):
-        return sum(t - b[k].get(pid, t) for pid, t in a[k].items()) / hz / wall
+    def by_pid(k):  # a process absent from the first snapshot started within the window
+        return sum(t - b[k].get(pid, 0) for pid, t in a[k].items()) / hz / wall
 
     cpu = {"api": (a["api"] - b["api"]) / hz / wall, "postgres": by_pid("postgres"),
            "client": by_pid("client"), "machine_busy": (a["machine_busy"] - b["machine_busy"]) / hz / wall}
@@ -748,11 +748,13 @@ def cmd_facts(state: State, settings: dict) -> None:
         if line.startswith("MemTotal:"):
             mem_kb = int(line.split()[1])
     commit = first_line("git", "rev-parse", "--short", "HEAD")
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    # What the binaries were built from: changes to bench/ itself do not count.
+    dirty = [line for line in subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.splitlines() if line[3:] and not line[3:].startswith("bench/")]
     state["facts"] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "commit": commit + (" (+ uncommitted changes)" if dirty else ""),
+        "commit": commit + (f" (+ uncommitted changes in {len(dirty)} files outside bench/)" if dirty else ""),
         "nproc": first_line("nproc"),
         "cpu": cpu,
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
