@@ -28,7 +28,7 @@ pub struct Config {
     pub db_max_connections: u32,
 
     /// How long a request waits for a database connection before answering 503.
-    #[arg(long, env = "SHIPLOG_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "SHIPLOG_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1500)]
     pub db_acquire_timeout_ms: u64,
 
     /// Log as JSON lines instead of text.

@@ -11,7 +11,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// How long a request may wait for a connection before it is told the database is
 /// unavailable (503): short, so clients never hang while the database is down.
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Below 2 s so that the 503 reaches a client before its own 2 s timeout.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<PgPool> {
     Ok(PgPoolOptions::new()

@@ -39,6 +39,11 @@ impl Error {
     /// The database could not be reached (as opposed to a query that failed): worth a retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
+            // SQLSTATE class 08 (connection exception) and 57P (the server shutting down
+            // or starting up): the database is going away or not back yet.
+            Error::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
             Error::Database(e) => matches!(
                 e,
                 sqlx::Error::Io(_)

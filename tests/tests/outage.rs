@@ -27,6 +27,23 @@ async fn a_database_outage_is_a_503_and_everything_recovers_by_itself() {
     let key = app.create_key(&["Hooks.Redeploy"], Some("local")).await;
     let body = json!({ "stackName": stack, "force": true }).to_string();
 
+    // Cut the database in the middle of a deployment: it must still end, and the stack
+    // must stay deployable afterwards.
+    let r = app.hook("/api/hooks/redeploy", Some(&key), &body).await;
+    let interrupted = r.body["deploymentId"].as_str().unwrap().to_owned();
+    for _ in 0..300 {
+        let d = app
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/deployments/{interrupted}"),
+                None,
+            )
+            .await;
+        if d.body["status"] != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let proxy = app.proxy.as_ref().unwrap();
     proxy.down();
     let down_since = Instant::now();
@@ -58,6 +75,11 @@ async fn a_database_outage_is_a_503_and_everything_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let deployment = accepted.expect("the API recovers by itself");
+    let d = app.wait_terminal(&interrupted).await;
+    assert!(
+        ["success", "error", "failure"].contains(&d["status"].as_str().unwrap()),
+        "{d}"
+    );
     let d = app.wait_terminal(&deployment).await;
     assert_eq!(d["status"], "success", "the worker recovers by itself: {d}");
     assert_eq!(service_containers(&stack, "web").len(), 1);

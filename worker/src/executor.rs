@@ -102,7 +102,9 @@ impl Executor {
             return Ok(()); // finished by someone else while we waited
         };
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = self.spawn_renewer(lease.clone(), lost.clone());
+        // Aborted on drop: a run cancelled mid-way (its consumer restarted after a database
+        // outage) must not keep the stack's lease alive forever.
+        let renewer = AbortOnDrop(self.spawn_renewer(lease.clone(), lost.clone()));
         // Taken once the lease is ours: waiting for a busy stack must not hold a slot.
         let _permit = self
             .permits
@@ -112,7 +114,7 @@ impl Executor {
         let result = self
             .run_leased(deployment, kind, &request, correlation, &lease, &lost)
             .await;
-        renewer.abort();
+        drop(renewer);
         if let Err(e) = lease::release(&self.pool, &lease).await {
             tracing::warn!(error = %e, "could not release the stack lease; it will expire");
         }
@@ -583,6 +585,14 @@ fn succeeded(
         });
     }
     Outcome::Succeeded { digests, services }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Records converge progress and fences every Docker change with the stack lease.

@@ -20,6 +20,8 @@ use crate::executor::Executor;
 
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A consumer that ran this long before failing was healthy: its restart backoff resets.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// A name no other process, and no earlier life of this one, has used: apalis keeps a
 /// dead worker's name "alive" until it misses its heartbeats.
@@ -113,6 +115,7 @@ async fn supervise(
     let mut delay = Duration::from_millis(500);
     for generation in 0u64.. {
         let name = format!("{}/{environment}/{generation}", executor.worker());
+        let started = tokio::time::Instant::now();
         let result = consume(
             &pool,
             &executor,
@@ -125,6 +128,10 @@ async fn supervise(
         .await;
         if *shutdown.borrow() {
             return;
+        }
+        // A consumer that ran well for a while starts the backoff afresh.
+        if started.elapsed() > HEALTHY_RUN {
+            delay = Duration::from_millis(500);
         }
         match result {
             Ok(()) => tracing::warn!(%environment, "queue consumer stopped; restarting"),
