@@ -30,6 +30,9 @@ use crate::error::WorkerError;
 /// Beyond the deployment deadline, how long before the work is abandoned outright.
 const DEADLINE_GRACE: Duration = Duration::from_secs(60);
 const LEASE_POLL: Duration = Duration::from_millis(200);
+const ORDER_POLL: Duration = Duration::from_millis(250);
+/// Beyond an older deployment's own deadline, how long a newer one waits for it to end.
+const ORDER_WAIT_SLACK: Duration = Duration::from_secs(120);
 /// Appends racing the start of a deployment (joins, supersessions) before giving up.
 const START_RACES: usize = 10;
 
@@ -92,6 +95,10 @@ impl Executor {
         };
         if is_terminal(&history) {
             return Ok(());
+        }
+        let position = history.first().map_or(i64::MAX, |e| e.global_position);
+        if !self.wait_for_older(deployment, &request, position).await? {
+            return Ok(()); // ended (superseded) while it waited
         }
         let key = lease::stack_key(&request.environment, &request.stack);
         // The holder names this run, not just this process: two deployments of one stack in
@@ -459,6 +466,51 @@ impl Executor {
                 return Ok(None);
             }
             tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+
+    /// Waits until every older deployment of the stack has ended, so that deployments of a
+    /// stack start in request order even when an older one was interrupted (its worker
+    /// killed, its run cancelled) and is only taken up again after its job is recovered.
+    /// Bounded: an older deployment that never ends (its job lost) must not block the stack
+    /// for good. `false` when this deployment itself ended meanwhile.
+    async fn wait_for_older(
+        &self,
+        deployment: Uuid,
+        request: &DeploymentRequest,
+        position: i64,
+    ) -> Result<bool, WorkerError> {
+        let limit = self.settings.deployment_timeout + DEADLINE_GRACE + ORDER_WAIT_SLACK;
+        let since = Instant::now();
+        let mut waiting_for = None;
+        loop {
+            let older = {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(shiplog_events::Error::from)?;
+                deployments::older_unfinished(
+                    &mut conn,
+                    &request.environment,
+                    &request.stack,
+                    position,
+                )
+                .await?
+            };
+            let Some(older) = older else { return Ok(true) };
+            if waiting_for != Some(older) {
+                tracing::info!(%deployment, %older, stack = %request.stack, "waiting for an older deployment of the stack to end");
+                waiting_for = Some(older);
+            }
+            if since.elapsed() >= limit {
+                tracing::warn!(%deployment, %older, waited = ?since.elapsed(), "an older deployment of the stack has not ended: starting anyway");
+                return Ok(true);
+            }
+            tokio::time::sleep(ORDER_POLL).await;
+            if is_terminal(&self.read(&stream::deployment(deployment)).await?) {
+                return Ok(false);
+            }
         }
     }
 

@@ -573,6 +573,32 @@ pub async fn current_stack(
     .transpose()
 }
 
+/// The oldest deployment of the same stack that was requested before the one whose request
+/// sits at `before` (its global position) and has not ended. Deployments of a stack run in
+/// request order: a newer one that overtook an interrupted older one would be undone by it.
+/// Positions of one stack's requests are in commit order because requests for a stack are
+/// decided one at a time (`lock_stack_requests`).
+pub async fn older_unfinished(
+    conn: &mut PgConnection,
+    environment: &str,
+    stack: &str,
+    before: i64,
+) -> Result<Option<Uuid>> {
+    let id = sqlx::query_scalar(
+        "SELECT d.id FROM deployments d
+         JOIN events e ON e.stream_id = 'deployment-' || d.id AND e.stream_version = 1
+         WHERE d.environment_id = $1 AND d.stack_name = $2
+           AND d.status IN ('queued', 'in_progress') AND e.global_position < $3
+         ORDER BY e.global_position LIMIT 1",
+    )
+    .bind(environment)
+    .bind(stack)
+    .bind(before)
+    .fetch_optional(conn)
+    .await?;
+    Ok(id)
+}
+
 /// A catalog stack version, parsed again from the manifest text the log recorded.
 pub async fn catalog_manifest(
     conn: &mut PgConnection,

@@ -342,25 +342,35 @@ impl<O: ConvergeObserver> Run<'_, O> {
         }
         let Some(old) = old else { return Ok(()) };
         if let Some(primary) = primary {
-            let ready = match self
+            // Created but never started (the crash came between create and start): not
+            // ready, and waiting for it would only run into the health deadline.
+            let never_started = self
                 .client
-                .wait_ready(
-                    service,
-                    &primary,
-                    self.ctx.health_timeout,
-                    Duration::ZERO,
-                    None,
-                )
-                .await
-            {
-                Ok(()) => true,
-                Err(
-                    DockerError::Exited { .. }
-                    | DockerError::Unhealthy { .. }
-                    | DockerError::ContainerStart { .. },
-                ) => false,
-                Err(other) => return Err(other),
-            };
+                .inspect_container_opt(&primary)
+                .await?
+                .and_then(|c| c.state)
+                .and_then(|s| s.status)
+                == Some(ContainerStateStatusEnum::CREATED);
+            let ready = !never_started
+                && match self
+                    .client
+                    .wait_ready(
+                        service,
+                        &primary,
+                        self.ctx.health_timeout,
+                        Duration::ZERO,
+                        None,
+                    )
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(
+                        DockerError::Exited { .. }
+                        | DockerError::Unhealthy { .. }
+                        | DockerError::ContainerStart { .. },
+                    ) => false,
+                    Err(other) => return Err(other),
+                };
             if ready {
                 tracing::info!(%service, "an earlier attempt replaced the container: removing the old one");
                 return self.client.remove_container(&old).await;
