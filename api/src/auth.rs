@@ -13,7 +13,6 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 const API_KEY_HEADER: &str = "X-Api-Key";
-const REQUEST_ID_HEADER: &str = "X-Request-Id";
 
 /// A caller holding the admin token.
 pub struct Admin {
@@ -99,14 +98,7 @@ fn state(req: &HttpRequest) -> web::Data<AppState> {
 
 /// The request id (given by the client or made here) becomes the correlation id.
 fn metadata(req: &HttpRequest, actor: String) -> Metadata {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    Metadata::actor(actor).with_correlation(request_id)
+    Metadata::actor(actor).with_correlation(crate::request_id::of(req))
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {

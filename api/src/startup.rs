@@ -15,6 +15,7 @@ use shiplog_events::{Error, db};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::request_id;
 use crate::routes;
 use crate::state::AppState;
 
@@ -147,7 +148,9 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .app_data(web::PathConfig::default().error_handler(|err, _| {
                 ApiError::BadRequest(format!("invalid path: {err}")).into()
             }))
+            // Innermost first: the access log sees the echoed request id.
             .wrap(json_errors())
+            .wrap(actix_web::middleware::from_fn(request_id::middleware))
             .wrap(tracing_actix())
             .configure(routes::health::configure)
             .configure(routes::hooks::configure)
@@ -195,5 +198,6 @@ fn to_json<B: actix_web::body::MessageBody + 'static>(
 
 /// Access log lines through `tracing` (never headers: they carry keys).
 fn tracing_actix() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%r %s %b %Dms").log_target("shiplog_api::access")
+    actix_web::middleware::Logger::new("%r %s %b %Dms request_id=%{x-request-id}o")
+        .log_target("shiplog_api::access")
 }

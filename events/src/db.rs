@@ -34,3 +34,23 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
         .map_err(|e| Error::Queue(format!("apalis migrations: {e}")))?;
     Ok(())
 }
+
+/// Readiness: the database answers and every migration this build knows is applied.
+/// `Err` carries a message fit for an operator.
+pub async fn check_ready(pool: &PgPool) -> std::result::Result<(), String> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("database unreachable: {e}"))?;
+    let missing: Vec<String> = MIGRATOR
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("migrations not applied: {}", missing.join(", ")))
+    }
+}

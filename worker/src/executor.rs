@@ -85,7 +85,7 @@ impl Executor {
 
     /// Runs one deployment to a terminal state. `Err` only when the database (or the
     /// lease) fails us: the queue then retries the job.
-    #[tracing::instrument(skip(self), fields(worker = %self.worker))]
+    #[tracing::instrument(skip(self), fields(worker = %self.worker, request_id = tracing::field::Empty))]
     pub async fn run(&self, deployment: Uuid) -> Result<(), WorkerError> {
         let stream_id = stream::deployment(deployment);
         let history = self.read(&stream_id).await?;
@@ -93,6 +93,10 @@ impl Executor {
             tracing::warn!(%deployment, "job for a deployment with no request in the log: dropped");
             return Ok(());
         };
+        // The API request's id on every log line of this run, as in the events.
+        if let Some(id) = &correlation {
+            tracing::Span::current().record("request_id", id.as_str());
+        }
         if is_terminal(&history) {
             return Ok(());
         }

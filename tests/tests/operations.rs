@@ -1,0 +1,174 @@
+//! What operators rely on: health probes that tell the truth about the database, and one
+//! request id from the CI call through the answer, the events and the worker.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shiplog_tests::*;
+
+async fn get(app: &TestApp, path: &str) -> Reply {
+    let response = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("request sent");
+    reply(response).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_follow_the_database_and_the_migrations() {
+    let app = spawn_app_with(AppOptions {
+        worker: false,
+        proxy: true,
+        acquire_timeout_ms: 1500,
+    })
+    .await;
+    assert_eq!(get(&app, "/health").await.body, json!({ "status": "ok" }));
+    let ready = get(&app, "/ready").await;
+    assert_eq!(
+        (ready.status, ready.body),
+        (200, json!({ "status": "ready" }))
+    );
+    let doco = get(&app, "/v1/health").await;
+    assert_eq!(
+        (doco.status, doco.body),
+        (200, json!({ "details": "healthy" }))
+    );
+
+    // Database gone: alive, but neither ready nor healthy, and saying why.
+    app.proxy.as_ref().unwrap().down();
+    let ready = get(&app, "/ready").await;
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert_eq!(ready.body["status"], "unavailable");
+    assert!(
+        ready.body["error"].as_str().unwrap().contains("database"),
+        "{:?}",
+        ready.body
+    );
+    let doco = get(&app, "/v1/health").await;
+    assert_eq!(doco.status, 503);
+    assert_eq!(doco.body["details"], "unhealthy");
+    assert!(doco.body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(get(&app, "/health").await.status, 200);
+
+    // Back: ready again without a restart.
+    app.proxy.as_ref().unwrap().up();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get(&app, "/ready").await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 200, "ready again once the database is back");
+
+    // A database that misses a migration this build needs is not ready.
+    let latest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET success = false WHERE version = $1")
+        .bind(latest)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let ready = get(&app, "/ready").await;
+    assert_eq!(ready.status, 503);
+    let error = ready.body["error"].as_str().unwrap();
+    assert!(
+        error.contains("migrations not applied") && error.contains(&latest.to_string()),
+        "{error}"
+    );
+}
+
+async fn correlation_ids(app: &TestApp, deployment: &str) -> Vec<(String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT event_type, metadata->>'correlation_id' FROM events
+         WHERE stream_id = $1 ORDER BY stream_version",
+    )
+    .bind(format!("deployment-{deployment}"))
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_is_echoed_and_follows_the_deployment() {
+    let app = spawn_app().await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    app.register_local_environment("local").await;
+    app.catalog.write(
+        "v1.yml",
+        &web_manifest(&stack, "1.0.0", &image("web:v1"), "    {}", ""),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let id = app.install("local", &stack, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+
+    let key = app.create_key(&["Hooks.Redeploy"], Some("local")).await;
+    let body = json!({ "stackName": stack, "force": true }).to_string();
+    let r = app
+        .hook_with(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &body,
+            &[("X-Request-Id", "gh-run-4711.2")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.headers["x-request-id"], "gh-run-4711.2");
+    let deployment = r.body["deploymentId"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_terminal(&deployment).await["status"], "success");
+    let events = correlation_ids(&app, &deployment).await;
+    assert!(
+        events.len() >= 3,
+        "requested, started, … succeeded: {events:?}"
+    );
+    for (event, correlation) in &events {
+        assert_eq!(
+            correlation.as_deref(),
+            Some("gh-run-4711.2"),
+            "{event} carries the request id"
+        );
+    }
+
+    // No id, or one that is no sensible id: a fresh one is made, echoed and recorded.
+    for given in [None, Some("two words"), Some("")] {
+        let headers: Vec<(&str, &str)> = given.map(|g| ("X-Request-Id", g)).into_iter().collect();
+        let r = app
+            .hook_with("/api/hooks/redeploy", Some(&key), &body, &headers)
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let echoed = r.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
+        let deployment = r.body["deploymentId"].as_str().unwrap().to_owned();
+        // Its own request event, or the join recording it on a queued equal one.
+        let events = correlation_ids(&app, &deployment).await;
+        assert!(
+            events
+                .iter()
+                .any(|(_, c)| c.as_deref() == Some(echoed.as_str())),
+            "{echoed} not in {events:?}"
+        );
+    }
+
+    // Errors carry it too, so a failed CI call can be found in the logs.
+    let r = app
+        .hook_with(
+            "/api/hooks/redeploy",
+            None,
+            &body,
+            &[("X-Request-Id", "lost-key-1")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers["x-request-id"], "lost-key-1");
+    let r = get(&app, "/no/such/route").await;
+    assert_eq!(r.status, 404);
+    assert!(r.headers.contains_key("x-request-id"));
+    let _: Value = r.body;
+}
