@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use shiplog_events::listen::OptionalAddress;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// PostgreSQL connection URL.
@@ -30,6 +32,10 @@ pub struct Config {
     /// How long a request waits for a database connection before answering 503.
     #[arg(long, env = "SHIPLOG_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1500)]
     pub db_acquire_timeout_ms: u64,
+
+    /// Address of the Prometheus metrics listener (`GET /metrics`), or `off`.
+    #[arg(long, env = "SHIPLOG_METRICS_LISTEN", default_value = "0.0.0.0:9120")]
+    pub metrics_listen: OptionalAddress,
 
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]

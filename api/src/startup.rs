@@ -1,6 +1,7 @@
 //! Builds the application: database, migrations, catalog folder, HTTP server.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -15,6 +16,7 @@ use shiplog_events::{Error, db};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::{self, ApiMetrics};
 use crate::request_id;
 use crate::routes;
 use crate::state::AppState;
@@ -27,7 +29,9 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
+    metrics_server: Option<Server>,
     pub state: AppState,
 }
 
@@ -59,6 +63,7 @@ impl Application {
                 .admin_token
                 .as_ref()
                 .map(|t| Sha256::digest(t.trim().as_bytes()).into()),
+            metrics: Arc::new(ApiMetrics::new()),
         };
         if let Some(dir) = &config.catalog_dir {
             register_catalog_dir(&state, dir).await?;
@@ -78,9 +83,22 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        let (metrics_port, metrics_server) = match config.metrics_listen.0 {
+            Some(addr) => {
+                let listen_error = |source| StartupError::Listen { addr, source };
+                let listener = TcpListener::bind(addr).map_err(listen_error)?;
+                let port = listener.local_addr().map_err(listen_error)?.port();
+                let server = metrics::server(listener, state.metrics.clone(), state.pool.clone())
+                    .map_err(listen_error)?;
+                (Some(port), Some(server))
+            }
+            None => (None, None),
+        };
         Ok(Application {
             port,
+            metrics_port,
             server,
+            metrics_server,
             state,
         })
     }
@@ -89,8 +107,24 @@ impl Application {
         self.port
     }
 
+    /// The metrics listener's port, when it is on.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        match self.metrics_server {
+            Some(metrics) => {
+                let metrics_handle = metrics.handle();
+                let result = tokio::select! {
+                    r = self.server => r,
+                    r = metrics => r,
+                };
+                metrics_handle.stop(true).await;
+                result
+            }
+            None => self.server.await,
+        }
     }
 }
 
@@ -150,6 +184,7 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             }))
             // Innermost first: the access log sees the echoed request id.
             .wrap(json_errors())
+            .wrap(actix_web::middleware::from_fn(metrics::count_hooks))
             .wrap(actix_web::middleware::from_fn(request_id::middleware))
             .wrap(tracing_actix())
             .configure(routes::health::configure)

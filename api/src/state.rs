@@ -1,10 +1,15 @@
 //! What every handler can reach.
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
+
+use crate::metrics::ApiMetrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     /// SHA-256 of the admin token; `None` disables the administration API.
     pub admin_token_hash: Option<[u8; 32]>,
+    pub metrics: Arc<ApiMetrics>,
 }

@@ -60,6 +60,15 @@ pub enum FailureKind {
     Error,
 }
 
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Failure => "failure",
+            FailureKind::Error => "error",
+        }
+    }
+}
+
 /// The request shared by every deployment kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRequest {

@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod event;
 pub mod lease;
+pub mod listen;
 pub mod projection;
 pub mod queries;
 pub mod queue;

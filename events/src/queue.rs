@@ -20,7 +20,14 @@ pub struct DeployJob {
 /// One queue per environment, so a worker restricted to some environments only ever
 /// fetches their jobs.
 pub fn queue_name(environment: &str) -> String {
-    format!("shiplog.deploy.{environment}")
+    format!("{QUEUE_PREFIX}{environment}")
+}
+
+const QUEUE_PREFIX: &str = "shiplog.deploy.";
+
+/// The environment a queue serves; `None` for queues that are not Shiplog's.
+pub fn environment_of(queue: &str) -> Option<&str> {
+    queue.strip_prefix(QUEUE_PREFIX)
 }
 
 pub async fn enqueue(tx: &mut PgConnection, environment: &str, job: DeployJob) -> Result<()> {

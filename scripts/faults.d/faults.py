@@ -404,6 +404,7 @@ class Env:
         self.port = free_port()
         env = self.suite.base_env()
         env.update(DATABASE_URL=self.url, SHIPLOG_LISTEN=f"127.0.0.1:{self.port}",
+                   SHIPLOG_METRICS_LISTEN="127.0.0.1:0",
                    SHIPLOG_ADMIN_TOKEN=self.token, SHIPLOG_CATALOG_DIR=str(self.catalog))
         self.api = self.suite.spawn(f"{self.scenario}-api", [str(self.suite.bin_dir / "shiplog-api")], env)
         deadline = time.monotonic() + 60
@@ -418,7 +419,8 @@ class Env:
     def start_worker(self) -> Worker:
         self.worker_seq += 1
         env = self.suite.base_env()
-        env.update(DATABASE_URL=self.url)
+        # Several workers on one host: each takes a free metrics port.
+        env.update(DATABASE_URL=self.url, SHIPLOG_METRICS_LISTEN="127.0.0.1:0")
         env.setdefault("SHIPLOG_PULL_TIMEOUT", "60")
         env.setdefault("SHIPLOG_DEPLOYMENT_TIMEOUT", "300")
         env.update(self.worker_env)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shiplog_api::config::Config;
 use shiplog_api::startup::Application;
+use shiplog_events::listen::OptionalAddress;
 use shiplog_worker::config::WorkerConfig;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -164,6 +165,8 @@ impl Drop for StackGuard {
 
 pub struct TestApp {
     pub address: String,
+    /// The API's metrics listener.
+    pub metrics_address: String,
     pub admin_token: String,
     /// A direct pool to the test database (not through the proxy).
     pub pool: PgPool,
@@ -214,6 +217,8 @@ pub fn worker_config(database_url: &str) -> WorkerConfig {
         retry_backoff_ms: 200,
         db_max_connections: 10,
         db_acquire_timeout_ms: 10_000,
+        // Off: many workers share one test process; a test that reads them sets an address.
+        metrics_listen: OptionalAddress(None),
         log_json: false,
     }
 }
@@ -239,17 +244,23 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         db_max_connections: 20,
         // Generous on a loaded CI machine; the outage test sets the production default.
         db_acquire_timeout_ms: options.acquire_timeout_ms,
+        metrics_listen: OptionalAddress(Some("127.0.0.1:0".parse().unwrap())),
         log_json: false,
     };
     let app = Application::build(&config)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = format!(
+        "http://127.0.0.1:{}",
+        app.metrics_port().expect("metrics listener on")
+    );
     tokio::spawn(app.run_until_stopped());
     // The test's own view of the database never goes through the proxy.
     let pool = PgPool::connect(&db.url).await.unwrap();
     let mut app = TestApp {
         address,
+        metrics_address,
         admin_token,
         pool,
         app_database_url,

@@ -172,3 +172,176 @@ async fn the_request_id_is_echoed_and_follows_the_deployment() {
     assert!(r.headers.contains_key("x-request-id"));
     let _: Value = r.body;
 }
+
+async fn scrape(url: &str) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("metrics answer");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed), if present.
+fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_hooks_deployments_and_docker_errors() {
+    let mut app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let worker_port = free_port();
+    app.start_worker_with(|cfg| {
+        cfg.metrics_listen = shiplog_events::listen::OptionalAddress(Some(
+            format!("127.0.0.1:{worker_port}").parse().unwrap(),
+        ));
+    });
+    let worker_metrics = format!("http://127.0.0.1:{worker_port}");
+    let stack = unique_name();
+    let broken = unique_name();
+    let _guard = StackGuard::new(&stack);
+    let _broken_guard = StackGuard::new(&broken);
+    app.register_local_environment("local").await;
+    app.catalog.write(
+        "v1.yml",
+        &web_manifest(&stack, "1.0.0", &image("web:v1"), "    {}", ""),
+    );
+    app.catalog.write(
+        "broken.yml",
+        &web_manifest(&broken, "1.0.0", &image("no-such-repo:v1"), "    {}", ""),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let id = app.install("local", &stack, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+    let failed = app.install("local", &broken, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&failed).await["status"], "failure");
+
+    let key = app.create_key(&["Hooks.Redeploy"], Some("local")).await;
+    let body = json!({ "stackName": stack, "force": true }).to_string();
+    let mut ok = 0;
+    for _ in 0..3 {
+        let r = app.hook("/api/hooks/redeploy", Some(&key), &body).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        ok += 1;
+        app.wait_terminal(r.body["deploymentId"].as_str().unwrap())
+            .await;
+    }
+    assert_eq!(
+        app.hook("/api/hooks/redeploy", None, &body).await.status,
+        401
+    );
+    assert_eq!(
+        app.hook("/api/hooks/redeploy", Some(&key), "{")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        app.hook("/api/hooks/upgrade", Some(&key), &body)
+            .await
+            .status,
+        403
+    );
+    // Not a hook: not counted, and no label made up from the path.
+    assert_eq!(
+        app.hook("/api/hooks/nope", Some(&key), &body).await.status,
+        404
+    );
+
+    let api = scrape(&app.metrics_address).await;
+    let hooks = |endpoint: &str, status: u16| {
+        series(
+            &api,
+            &format!("shiplog_hook_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(hooks("redeploy", 200), Some(ok as f64), "{api}");
+    assert_eq!(hooks("redeploy", 401), Some(1.0));
+    assert_eq!(hooks("redeploy", 400), Some(1.0));
+    assert_eq!(hooks("upgrade", 403), Some(1.0));
+    assert!(!api.contains("nope"), "{api}");
+    assert_eq!(
+        series(
+            &api,
+            "shiplog_hook_request_duration_seconds_count{endpoint=\"redeploy\"}"
+        ),
+        Some(ok as f64 + 2.0)
+    );
+    assert_eq!(
+        series(&api, "shiplog_deployments{status=\"success\"}"),
+        Some(1.0 + ok as f64)
+    );
+    assert_eq!(
+        series(&api, "shiplog_deployments{status=\"failure\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&api, "shiplog_queue_depth{environment=\"local\"}"),
+        Some(0.0)
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        series(&api, "shiplog_events_appended_total"),
+        Some(events as f64)
+    );
+
+    let worker = scrape(&worker_metrics).await;
+    let ended = |kind: &str, result: &str| {
+        series(
+            &worker,
+            &format!("shiplog_worker_deployments_total{{kind=\"{kind}\",result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(ended("install", "success"), Some(1.0), "{worker}");
+    assert_eq!(ended("install", "failure"), Some(1.0));
+    assert_eq!(ended("redeploy", "success"), Some(ok as f64));
+    assert_eq!(
+        series(
+            &worker,
+            "shiplog_worker_deployment_duration_seconds_count{kind=\"redeploy\"}"
+        ),
+        Some(ok as f64)
+    );
+    assert_eq!(
+        series(
+            &worker,
+            "shiplog_worker_queue_pickup_seconds_count{environment=\"local\"}"
+        ),
+        Some(2.0 + ok as f64)
+    );
+    assert_eq!(
+        series(
+            &worker,
+            "shiplog_worker_docker_errors_total{cause=\"stack\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&worker, "shiplog_worker_running_deployments"),
+        Some(0.0)
+    );
+}

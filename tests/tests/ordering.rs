@@ -10,6 +10,7 @@ use shiplog_events::event::{Event, Metadata, stream};
 use shiplog_events::store::{self, ExpectedVersion};
 use shiplog_tests::*;
 use shiplog_worker::executor::Executor;
+use shiplog_worker::metrics::WorkerMetrics;
 use uuid::Uuid;
 
 async fn position(app: &TestApp, deployment: &str, event_type: &str) -> Option<i64> {
@@ -80,6 +81,7 @@ async fn a_newer_deployment_waits_for_an_interrupted_older_one() {
         app.pool.clone(),
         format!("ordering-{}", Uuid::new_v4().simple()),
         settings,
+        Arc::new(WorkerMetrics::new()),
     ));
     let newer_run = {
         let executor = executor.clone();

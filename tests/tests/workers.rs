@@ -18,6 +18,8 @@ impl Drop for Worker {
 fn spawn_worker(database_url: &str) -> Worker {
     let child = Command::new(workspace_binary("shiplog-worker"))
         .env("DATABASE_URL", database_url)
+        // Several workers on one host: each takes a free metrics port.
+        .env("SHIPLOG_METRICS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use shiplog_events::listen::OptionalAddress;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
     /// PostgreSQL connection URL.
@@ -58,6 +60,10 @@ pub struct WorkerConfig {
     /// How long to wait for a database connection before counting the database as down.
     #[arg(long, env = "SHIPLOG_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1500)]
     pub db_acquire_timeout_ms: u64,
+
+    /// Address of the Prometheus metrics listener (`GET /metrics`, `GET /health`), or `off`.
+    #[arg(long, env = "SHIPLOG_METRICS_LISTEN", default_value = "0.0.0.0:9121")]
+    pub metrics_listen: OptionalAddress,
 
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]

@@ -26,6 +26,7 @@ use crate::docker::{
     ConvergeContext, ConvergeObserver, ConvergeReport, DockerClient, DockerError, PulledImage,
 };
 use crate::error::WorkerError;
+use crate::metrics::WorkerMetrics;
 
 /// Beyond the deployment deadline, how long before the work is abandoned outright.
 const DEADLINE_GRACE: Duration = Duration::from_secs(60);
@@ -44,6 +45,7 @@ pub struct Executor {
     clients: Mutex<HashMap<String, DockerClient>>,
     /// The process-wide limit of deployments carried out at once.
     permits: Semaphore,
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// How a deployment ended, before it is recorded.
@@ -68,7 +70,12 @@ fn failed(kind: FailureKind, reason: impl Into<String>) -> Outcome {
 }
 
 impl Executor {
-    pub fn new(pool: PgPool, worker: String, settings: Settings) -> Self {
+    pub fn new(
+        pool: PgPool,
+        worker: String,
+        settings: Settings,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Self {
         let settings_permits = settings.max_deployments;
         Executor {
             pool,
@@ -76,6 +83,7 @@ impl Executor {
             settings,
             clients: Mutex::new(HashMap::new()),
             permits: Semaphore::new(settings_permits),
+            metrics,
         }
     }
 
@@ -122,6 +130,7 @@ impl Executor {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        let _running = self.metrics.running();
         let result = self
             .run_leased(deployment, kind, &request, correlation, &lease, &lost)
             .await;
@@ -153,11 +162,13 @@ impl Executor {
         // supersessions) with an expected version; so does this start, and the loser of a
         // race reads again.
         let mut attempt = 0;
+        let mut requested_at = None;
         for _ in 0..START_RACES {
             let history = self.read(&stream_id).await?;
             if is_terminal(&history) {
                 return Ok(());
             }
+            requested_at = history.first().map(|e| e.recorded_at);
             attempt = history
                 .iter()
                 .filter(|e| matches!(e.event, Event::DeploymentStarted { .. }))
@@ -185,6 +196,15 @@ impl Executor {
             .into());
         }
         tracing::info!(%deployment, kind = kind.as_str(), stack = %request.stack, version = %request.version, attempt, "deployment started");
+        let started = Instant::now();
+        if attempt == 1
+            && let Some(requested_at) = requested_at
+        {
+            let waited = (chrono::Utc::now() - requested_at)
+                .to_std()
+                .unwrap_or_default();
+            self.metrics.picked_up(&request.environment, waited);
+        }
 
         let mut recorder = Recorder {
             executor: self,
@@ -195,8 +215,14 @@ impl Executor {
             metadata: &metadata,
         };
         let outcome = self.deploy_with_retries(request, &mut recorder).await?;
+        let result = match &outcome {
+            Outcome::Succeeded { .. } => "success",
+            Outcome::Failed { kind, .. } => kind.as_str(),
+        };
         self.finish(deployment, request, lease, &metadata, outcome)
-            .await
+            .await?;
+        self.metrics.ended(kind.as_str(), result, started.elapsed());
+        Ok(())
     }
 
     /// Runs the deployment; transient failures are retried with backoff, each retry
@@ -277,7 +303,7 @@ impl Executor {
         };
         let docker = match self.client(&env.docker_endpoint).await {
             Ok(docker) => docker,
-            Err(e) => return Ok(failed(failure_kind(&e), e.to_string())),
+            Err(e) => return Ok(failed(self.docker_failure(&e), e.to_string())),
         };
 
         // Every image first: a failed pull ends the deployment before anything runs.
@@ -289,7 +315,7 @@ impl Executor {
                 .await
             {
                 Ok(p) => p,
-                Err(e) => return Ok(failed(failure_kind(&e), e.to_string())),
+                Err(e) => return Ok(failed(self.docker_failure(&e), e.to_string())),
             };
             let event = Event::ImagePulled {
                 deployment,
@@ -316,7 +342,7 @@ impl Executor {
                     return Err(shiplog_events::Error::LeaseLost(lease_key(request)).into());
                 }
                 Ok(Outcome::Failed {
-                    kind: failure_kind(&failure.error),
+                    kind: self.docker_failure(&failure.error),
                     reason: failure.to_string(),
                     rolled_back: failure.rolled_back,
                 })
@@ -448,6 +474,18 @@ impl Executor {
         }
         tx.commit().await.map_err(shiplog_events::Error::from)?;
         Ok(())
+    }
+
+    /// A transient Docker problem (engine or registry unreachable, timeout) is Shiplog's
+    /// `error`; anything about the stack itself is a `failure`. Counted either way.
+    fn docker_failure(&self, e: &DockerError) -> FailureKind {
+        let transient = e.is_transient();
+        self.metrics.docker_error(transient);
+        if transient {
+            FailureKind::Error
+        } else {
+            FailureKind::Failure
+        }
     }
 
     /// Waits for the stack's lease. `None` if the deployment ended while waiting.
@@ -582,16 +620,6 @@ fn request_of(
 
 fn is_terminal(history: &[RecordedEvent]) -> bool {
     history.iter().any(|e| e.event.is_terminal())
-}
-
-/// A transient Docker problem (engine or registry unreachable, timeout) is Shiplog's
-/// `error`; anything about the stack itself is a `failure`.
-fn failure_kind(e: &DockerError) -> FailureKind {
-    if e.is_transient() {
-        FailureKind::Error
-    } else {
-        FailureKind::Failure
-    }
 }
 
 /// The registry's manifest digest (`sha256:…`) of the pulled reference, when it has one.

@@ -5,4 +5,5 @@ pub mod config;
 pub mod docker;
 pub mod error;
 pub mod executor;
+pub mod metrics;
 pub mod runner;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::config::{Settings, WorkerConfig};
 use crate::executor::Executor;
+use crate::metrics::{self, WorkerMetrics};
 
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
@@ -43,7 +44,28 @@ pub async fn run(
     db::migrate(&pool).await?;
     let name = unique_worker_name();
     tracing::info!(worker = %name, "shiplog-worker started");
-    let executor = Arc::new(Executor::new(pool.clone(), name.clone(), config.settings()));
+    let metrics = Arc::new(WorkerMetrics::new());
+    let metrics_server = match config.metrics_listen.0 {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                shiplog_events::Error::Invalid(format!("metrics listener {addr}: {e}"))
+            })?;
+            tracing::info!(address = %listener.local_addr().unwrap_or(addr), "metrics listening");
+            let server = metrics::server(listener, metrics.clone()).map_err(|e| {
+                shiplog_events::Error::Invalid(format!("metrics listener {addr}: {e}"))
+            })?;
+            let handle = server.handle();
+            tokio::spawn(server);
+            Some(handle)
+        }
+        None => None,
+    };
+    let executor = Arc::new(Executor::new(
+        pool.clone(),
+        name.clone(),
+        config.settings(),
+        metrics,
+    ));
     let filter: HashSet<String> = config.environments.iter().cloned().collect();
     let mut running = HashSet::new();
     let mut tasks = Vec::new();
@@ -76,6 +98,9 @@ pub async fn run(
     }
     for task in tasks {
         let _ = task.await;
+    }
+    if let Some(handle) = metrics_server {
+        handle.stop(true).await;
     }
     Ok(())
 }
