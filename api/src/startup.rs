@@ -191,6 +191,7 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .configure(routes::hooks::configure)
             .configure(routes::admin::configure)
             .configure(routes::deployments::configure)
+            .configure(routes::stream::configure)
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()
                     .json(serde_json::json!({ "success": false, "message": "no such endpoint" }))

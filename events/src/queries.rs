@@ -133,8 +133,29 @@ pub async fn statuses(pool: &PgPool, id: Uuid) -> Result<Vec<DeploymentStatus>> 
 }
 
 pub async fn deployment_events(pool: &PgPool, id: Uuid) -> Result<Vec<RecordedEvent>> {
+    deployment_events_after(pool, id, 0).await
+}
+
+/// What a follower has not seen yet: the events above version `after`, and the status
+/// changes they made (a status row shares its event's stream version).
+pub async fn deployment_events_after(
+    pool: &PgPool,
+    id: Uuid,
+    after: i64,
+) -> Result<Vec<RecordedEvent>> {
     let mut conn = pool.acquire().await?;
-    store::read_stream(&mut conn, &crate::event::stream::deployment(id)).await
+    store::read_stream_after(&mut conn, &crate::event::stream::deployment(id), after).await
+}
+
+pub async fn statuses_after(pool: &PgPool, id: Uuid, after: i64) -> Result<Vec<DeploymentStatus>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, state, description, created_at FROM deployment_statuses
+         WHERE deployment_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(id)
+    .bind(after)
+    .fetch_all(pool)
+    .await?)
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

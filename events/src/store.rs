@@ -107,12 +107,22 @@ pub async fn stream_version(conn: &mut PgConnection, stream: &str) -> Result<i64
 }
 
 pub async fn read_stream(conn: &mut PgConnection, stream: &str) -> Result<Vec<RecordedEvent>> {
+    read_stream_after(conn, stream, 0).await
+}
+
+/// The stream's events with a version above `after`, in order (a follower's next page).
+pub async fn read_stream_after(
+    conn: &mut PgConnection,
+    stream: &str,
+    after: i64,
+) -> Result<Vec<RecordedEvent>> {
     let rows = sqlx::query(
         "SELECT global_position, stream_id, stream_version, event_type, event_version, data,
                 metadata, recorded_at
-         FROM events WHERE stream_id = $1 ORDER BY stream_version",
+         FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version",
     )
     .bind(stream)
+    .bind(after)
     .fetch_all(conn)
     .await?;
     rows.into_iter().map(decode_row).collect()

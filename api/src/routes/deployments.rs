@@ -14,7 +14,7 @@ use crate::state::AppState;
 const DEFAULT_PER_PAGE: i64 = 30;
 const MAX_PER_PAGE: i64 = 100;
 
-async fn readable(
+pub(crate) async fn readable(
     state: &AppState,
     reader: &Reader,
     id: &str,

@@ -4,3 +4,4 @@ pub mod admin;
 pub mod deployments;
 pub mod health;
 pub mod hooks;
+pub mod stream;
