@@ -91,6 +91,43 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             "request body must be a JSON object".into(),
         ));
     }
-    serde_json::from_slice(body)
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    // PostgreSQL stores no NUL character (in text nor jsonb): refuse it here, by name,
+    // rather than fail on the insert.
+    if let Some(path) = nul_at(&value, "") {
+        return Err(ApiError::BadRequest(format!(
+            "invalid request body: {path} contains a NUL character (\\u0000)"
+        )));
+    }
+    serde_json::from_value(value)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+}
+
+/// Where a string (or key) of `value` holds a NUL character, as a JSON path.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if path.is_empty() {
+            "the body".into()
+        } else {
+            path.to_owned()
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("{path}.{k}");
+            if k.contains('\0') {
+                Some(format!(
+                    "a field name in {}",
+                    if path.is_empty() { "the body" } else { path }
+                ))
+            } else {
+                nul_at(v, &here)
+            }
+        }),
+        _ => None,
+    }
 }

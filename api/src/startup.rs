@@ -184,6 +184,7 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             }))
             // Innermost first: the access log sees the echoed request id.
             .wrap(json_errors())
+            .wrap(actix_web::middleware::from_fn(refuse_nul_in_url))
             .wrap(actix_web::middleware::from_fn(metrics::count_hooks))
             .wrap(actix_web::middleware::from_fn(request_id::middleware))
             .wrap(tracing_actix())
@@ -192,6 +193,7 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .configure(routes::admin::configure)
             .configure(routes::deployments::configure)
             .configure(routes::stream::configure)
+            .configure(routes::openapi::configure)
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()
                     .json(serde_json::json!({ "success": false, "message": "no such endpoint" }))
@@ -230,6 +232,21 @@ fn to_json<B: actix_web::body::MessageBody + 'static>(
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(
         req, response,
     )))
+}
+
+/// PostgreSQL stores no NUL character: a URL that would put one into a path or query value
+/// is refused here, once for every route (bodies are checked in `parse_json`).
+async fn refuse_nul_in_url(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.to_ascii_lowercase().contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        let error = ApiError::BadRequest("the URL contains a NUL character (%00)".into());
+        return Ok(req.error_response(error).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Access log lines through `tracing` (never headers: they carry keys).

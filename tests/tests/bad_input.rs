@@ -138,3 +138,57 @@ fn generated_hook_bodies_get_4xx_never_5xx_and_write_nothing() {
         assert_eq!(r.body["success"], false);
     });
 }
+
+/// PostgreSQL stores no NUL character: a NUL anywhere in a body or a URL is a 400 that
+/// names the place, never a 500 from the insert (schemathesis found the key name case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_by_name_and_write_nothing() {
+    let app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.register_local_environment("local").await;
+    let before = counts(&app).await;
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/keys",
+            Some(json!({ "name": "ci\u{0}key", "permissions": ["Hooks.Redeploy"] })),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains(".name"),
+        "{:?}",
+        r.body
+    );
+    let key = app.create_key(&["Hooks.Upgrade"], Some("local")).await;
+    let after_key = counts(&app).await;
+    let body =
+        json!({ "stackName": "web", "targetVersion": "1.0.0", "variables": { "A": "x\u{0}y" } });
+    let r = app
+        .hook("/api/hooks/upgrade", Some(&key), &body.to_string())
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains(".variables.A"),
+        "{:?}",
+        r.body
+    );
+    for path in [
+        "/api/environments/local%00/stacks",
+        "/api/environments/local/stacks/web%00",
+        "/api/deployments?stack=a%00b",
+    ] {
+        let r = app.admin(reqwest::Method::GET, path, None).await;
+        assert_eq!(r.status, 400, "{path}: {:?}", r.body);
+        assert!(
+            r.body["message"].as_str().unwrap().contains("NUL"),
+            "{:?}",
+            r.body
+        );
+    }
+    assert_eq!(counts(&app).await, after_key, "nothing written");
+    assert!(after_key.0 > before.0, "the key itself was recorded");
+}

@@ -13,6 +13,7 @@ use crate::state::AppState;
 
 const DEFAULT_PER_PAGE: i64 = 30;
 const MAX_PER_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1_000_000_000;
 
 pub(crate) async fn readable(
     state: &AppState,
@@ -112,8 +113,11 @@ async fn list_deployments(
     }
     let per_page = per_page.min(MAX_PER_PAGE);
     let page = query.page.unwrap_or(1);
-    if page < 1 {
-        return Err(ApiError::BadRequest("page must be at least 1".into()));
+    // Beyond this the offset would overflow; no listing has that many pages anyway.
+    if !(1..=MAX_PAGE).contains(&page) {
+        return Err(ApiError::BadRequest(format!(
+            "page must be between 1 and {MAX_PAGE}"
+        )));
     }
     if let Some(status) = &query.status
         && !queries::STATES.contains(&status.as_str())

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod deployments;
 pub mod health;
 pub mod hooks;
+pub mod openapi;
 pub mod stream;
