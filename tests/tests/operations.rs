@@ -345,3 +345,106 @@ async fn metrics_count_hooks_deployments_and_docker_errors() {
         Some(0.0)
     );
 }
+
+/// The API binary's own log, at debug level and in JSON, over a session that handles the
+/// admin token, creates a key and uses good and bad credentials: every line is JSON, the
+/// request ids are there, and no secret is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log() {
+    use std::process::Stdio;
+
+    let db = TestDb::create().await;
+    let port = free_port();
+    let token = format!("admin-{}", uuid::Uuid::new_v4().simple());
+    let log_path = std::env::temp_dir().join(format!("shiplog-log-{}.jsonl", unique_name()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut api = tokio::process::Command::new(workspace_binary("shiplog-api"))
+        .env("DATABASE_URL", &db.url)
+        .env("SHIPLOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SHIPLOG_METRICS_LISTEN", "127.0.0.1:0")
+        .env("SHIPLOG_ADMIN_TOKEN", &token)
+        .env("SHIPLOG_LOG_JSON", "true")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("shiplog-api starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{base}/ready")).send().await
+            && r.status() == 200
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "shiplog-api ready");
+
+    let admin = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(&token)
+            .header("X-Request-Id", "log-check-1")
+    };
+    let r = admin(reqwest::Method::POST, "/api/environments")
+        .json(&json!({ "id": "local", "name": "Local", "dockerEndpoint": docker_endpoint() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = admin(reqwest::Method::POST, "/api/keys")
+        .json(&json!({ "name": "ci", "permissions": ["Hooks.Redeploy"], "environmentId": "local" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let wrong_token = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+    let r = http
+        .get(format!("{base}/api/keys"))
+        .bearer_auth(&wrong_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let wrong_key = "rsgo_WrongWrongWrongWrongWrongWrong";
+    for k in [key.as_str(), wrong_key] {
+        let r = http
+            .post(format!("{base}/api/hooks/redeploy"))
+            .header("X-Api-Key", k)
+            .header("X-Request-Id", "log-check-2")
+            .json(&json!({ "stackName": "nothing-here" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    api.start_kill().unwrap();
+    let _ = api.wait().await;
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(text.lines().count() > 10, "a debug log was written: {text}");
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    assert!(
+        text.contains("log-check-1") && text.contains("log-check-2"),
+        "request ids logged"
+    );
+    for (what, secret) in [
+        ("the admin token", token.as_str()),
+        ("a wrong admin token", wrong_token.as_str()),
+        ("the API key", key.as_str()),
+        ("a wrong API key", wrong_key),
+        ("the API key's random part", &key["rsgo_".len()..]),
+    ] {
+        assert!(!text.contains(secret), "{what} is in the log");
+    }
+}
