@@ -34,7 +34,7 @@ struct Cli {
     /// API key (`rsgo_…`) for hooks and deployment status.
     #[arg(long, env = "SHIPLOG_API_KEY", global = true, hide_env_values = true)]
     api_key: Option<String>,
-    /// Admin token, for `keys` (and instead of a key elsewhere).
+    /// Admin token, for `keys` (and for `status` instead of a key; hooks need a key).
     #[arg(
         long,
         env = "SHIPLOG_ADMIN_TOKEN",
@@ -153,7 +153,13 @@ fn parse_variables(pairs: &[String]) -> Result<Map<String, Value>, CliError> {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let hook_credential = cli
+    // Hooks take only API keys; reading a deployment takes a key or the admin token.
+    let hook_key = || {
+        cli.api_key.clone().map(Credential::ApiKey).ok_or_else(|| {
+            CliError::Usage("hooks need an API key: set SHIPLOG_API_KEY (or --api-key)".into())
+        })
+    };
+    let reader = cli
         .api_key
         .clone()
         .map(Credential::ApiKey)
@@ -165,7 +171,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             force,
             wait,
         } => {
-            let client = Client::new(&cli.url, hook_credential, cli.request_id)?;
+            let client = Client::new(&cli.url, Some(hook_key()?), cli.request_id)?;
             let mut body = json!({ "stackName": stack, "force": force });
             if let Some(env) = environment {
                 body["environmentId"] = json!(env);
@@ -179,7 +185,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             variables,
             wait,
         } => {
-            let client = Client::new(&cli.url, hook_credential, cli.request_id)?;
+            let client = Client::new(&cli.url, Some(hook_key()?), cli.request_id)?;
             let mut body = json!({
                 "stackName": stack,
                 "targetVersion": version,
@@ -191,7 +197,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             hook(&client, "upgrade", body, &wait).await
         }
         Command::SyncSources => {
-            let client = Client::new(&cli.url, hook_credential, cli.request_id)?;
+            let client = Client::new(&cli.url, Some(hook_key()?), cli.request_id)?;
             let answer = client
                 .json(client.request(Method::POST, "/api/hooks/sync-sources"))
                 .await?;
@@ -199,7 +205,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Status { id, wait } => {
-            let client = Client::new(&cli.url, hook_credential, cli.request_id)?;
+            let client = Client::new(&cli.url, reader, cli.request_id)?;
             let deployment = client
                 .json(client.request(Method::GET, &format!("/api/deployments/{id}")))
                 .await?;

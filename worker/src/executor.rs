@@ -181,7 +181,7 @@ impl Executor {
             };
             let expected = ExpectedVersion::Exactly(history.last().map_or(0, |e| e.stream_version));
             match self
-                .record(lease, &stream_id, expected, &[started], &metadata)
+                .record(lease, deployment, expected, &[started], &metadata)
                 .await
             {
                 Ok(()) => break,
@@ -210,7 +210,6 @@ impl Executor {
             executor: self,
             lease,
             lost,
-            stream_id: &stream_id,
             deployment,
             metadata: &metadata,
         };
@@ -414,6 +413,7 @@ impl Executor {
             .await
             .map_err(shiplog_events::Error::from)?;
         lease::check(&mut tx, lease).await?;
+        deployments::lock_row(&mut tx, deployment).await?;
         match outcome {
             Outcome::Succeeded { digests, services } => {
                 let stack_stream = stream::stack(&request.environment, &request.stack);
@@ -589,7 +589,7 @@ impl Executor {
     async fn record(
         &self,
         lease: &Lease,
-        stream_id: &str,
+        deployment: Uuid,
         expected: ExpectedVersion,
         events: &[Event],
         metadata: &Metadata,
@@ -600,7 +600,9 @@ impl Executor {
             .await
             .map_err(shiplog_events::Error::from)?;
         lease::check(&mut tx, lease).await?;
-        store::append(&mut tx, stream_id, expected, events, metadata).await?;
+        deployments::lock_row(&mut tx, deployment).await?;
+        let stream_id = stream::deployment(deployment);
+        store::append(&mut tx, &stream_id, expected, events, metadata).await?;
         tx.commit().await.map_err(shiplog_events::Error::from)?;
         Ok(())
     }
@@ -684,7 +686,6 @@ struct Recorder<'a> {
     executor: &'a Executor,
     lease: &'a Lease,
     lost: &'a Arc<AtomicBool>,
-    stream_id: &'a str,
     deployment: Uuid,
     metadata: &'a Metadata,
 }
@@ -694,7 +695,7 @@ impl Recorder<'_> {
         self.executor
             .record(
                 self.lease,
-                self.stream_id,
+                self.deployment,
                 ExpectedVersion::Any,
                 &[event],
                 self.metadata,

@@ -396,6 +396,18 @@ async fn queued(conn: &mut PgConnection, environment: &str, stack: &str) -> Resu
         .collect())
 }
 
+/// Locks a deployment's projection row for the rest of the transaction. Everyone who
+/// appends to a deployment stream takes this lock first (the API's joins and supersessions,
+/// the worker's progress), so appends to one deployment queue up on the row instead of
+/// deadlocking between the row and the stream's unique index.
+pub async fn lock_row(tx: &mut PgConnection, deployment: Uuid) -> Result<()> {
+    sqlx::query("SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE")
+        .bind(deployment)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// Appends to a deployment that has not started. The expected version is the guard: if a
 /// worker starts it meanwhile, the append conflicts and nothing is written.
 async fn append_if_queued(
