@@ -190,6 +190,53 @@ pub async fn stacks(pool: &PgPool, environment: &str) -> Result<Vec<Stack>> {
     .await?)
 }
 
+/// The stack as it was at `at`, folded from its event stream (not from the read model):
+/// the last deployment that had ended successfully by then. `None` if none had.
+pub async fn stack_at(
+    pool: &PgPool,
+    environment: &str,
+    name: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Stack>> {
+    let mut conn = pool.acquire().await?;
+    let stream_id = crate::event::stream::stack(environment, name);
+    let events = store::read_stream_until(&mut conn, &stream_id, at).await?;
+    Ok(fold_stack(environment, name, &events)?)
+}
+
+/// The state a stack's events leave it in.
+fn fold_stack(
+    environment: &str,
+    name: &str,
+    events: &[RecordedEvent],
+) -> serde_json::Result<Option<Stack>> {
+    let mut stack = None;
+    for recorded in events {
+        if let crate::event::Event::StackDeployed {
+            version,
+            deployment,
+            digests,
+            variables,
+            services,
+            ..
+        } = &recorded.event
+        {
+            stack = Some(Stack {
+                environment_id: environment.to_owned(),
+                stack_name: name.to_owned(),
+                version: version.clone(),
+                variables: serde_json::to_value(variables)?,
+                digests: serde_json::to_value(digests)?,
+                services: serde_json::to_value(services)?,
+                last_deployment_id: *deployment,
+                state: "running".into(),
+                updated_at: recorded.recorded_at,
+            });
+        }
+    }
+    Ok(stack)
+}
+
 pub async fn stack(pool: &PgPool, environment: &str, name: &str) -> Result<Option<Stack>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",

@@ -128,6 +128,24 @@ pub async fn read_stream_after(
     rows.into_iter().map(decode_row).collect()
 }
 
+/// The stream's events recorded at or before `until`, in order (what was known then).
+pub async fn read_stream_until(
+    conn: &mut PgConnection,
+    stream: &str,
+    until: DateTime<Utc>,
+) -> Result<Vec<RecordedEvent>> {
+    let rows = sqlx::query(
+        "SELECT global_position, stream_id, stream_version, event_type, event_version, data,
+                metadata, recorded_at
+         FROM events WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY stream_version",
+    )
+    .bind(stream)
+    .bind(until)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(decode_row).collect()
+}
+
 /// The stream's first event (a deployment's request), without reading the rest.
 pub async fn read_first(conn: &mut PgConnection, stream: &str) -> Result<Option<RecordedEvent>> {
     let row = sqlx::query(

@@ -238,21 +238,46 @@ async fn list_stacks(
     Ok(HttpResponse::Ok().json(queries::stacks(&state.pool, &env).await?))
 }
 
+#[derive(Debug, Deserialize)]
+struct StackQuery {
+    /// RFC 3339: answer what was current then, folded from the event log.
+    at: Option<String>,
+}
+
 #[get("/api/environments/{env}/stacks/{name}")]
 async fn get_stack(
     state: web::Data<AppState>,
     _: Admin,
     path: web::Path<(String, String)>,
+    query: web::Query<StackQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (env, name) = path.into_inner();
     existing_environment(&state, &env).await?;
-    let stack = queries::stack(&state.pool, &env, &name)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "stack '{name}' is not deployed in environment '{env}'"
-            ))
-        })?;
+    let at = match &query.at {
+        None => None,
+        Some(at) => Some(
+            DateTime::parse_from_rfc3339(at)
+                .map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "at must be an RFC 3339 time like 2026-11-22T10:00:00Z, not '{at}': {e}"
+                    ))
+                })?
+                .with_timezone(&Utc),
+        ),
+    };
+    let stack = match at {
+        None => queries::stack(&state.pool, &env, &name).await?,
+        Some(at) => queries::stack_at(&state.pool, &env, &name, at).await?,
+    };
+    let stack = stack.ok_or_else(|| {
+        ApiError::NotFound(match at {
+            None => format!("stack '{name}' is not deployed in environment '{env}'"),
+            Some(at) => format!(
+                "stack '{name}' was not deployed in environment '{env}' at {}",
+                at.to_rfc3339()
+            ),
+        })
+    })?;
     Ok(HttpResponse::Ok().json(stack))
 }
 
