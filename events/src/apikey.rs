@@ -87,6 +87,32 @@ impl Permission {
     }
 }
 
+/// What a key may hold: a permission (`Hooks.Redeploy`), every permission of a group
+/// (`Hooks.*`) or every permission there is (`*.*`). Wildcards cover permissions added
+/// later too, which is why they are stored as given.
+pub fn is_valid_grant(grant: &str) -> bool {
+    Permission::parse(grant).is_some()
+        || grant == "*.*"
+        || grant
+            .strip_suffix(".*")
+            .is_some_and(|group| Permission::ALL.iter().any(|p| p.group() == group))
+}
+
+fn grant_allows(grant: &str, permission: Permission) -> bool {
+    grant == permission.as_str()
+        || grant == "*.*"
+        || grant.strip_suffix(".*") == Some(permission.group())
+}
+
+impl Permission {
+    /// `Hooks` for `Hooks.Redeploy`.
+    pub fn group(self) -> &'static str {
+        self.as_str()
+            .split_once('.')
+            .map_or(self.as_str(), |(group, _)| group)
+    }
+}
+
 /// A stored key, as the `api_keys` projection holds it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKey {
@@ -125,7 +151,7 @@ impl ApiKey {
     }
 
     pub fn allows(&self, permission: Permission) -> bool {
-        self.permissions.iter().any(|p| p == permission.as_str())
+        self.permissions.iter().any(|g| grant_allows(g, permission))
     }
 }
 
@@ -142,6 +168,40 @@ mod tests {
         assert_eq!(a.expose().len(), 37);
         assert_eq!(a.display_prefix().len(), 9);
         assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn wildcards_grant_a_group_or_everything() {
+        let key = |grants: &[&str]| ApiKey {
+            id: Uuid::nil(),
+            name: "k".into(),
+            prefix: "rsgo_abcd".into(),
+            permissions: grants.iter().map(|g| g.to_string()).collect(),
+            environment_id: None,
+            expires_at: None,
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        for p in Permission::ALL {
+            assert!(key(&["Hooks.*"]).allows(p));
+            assert!(key(&["*.*"]).allows(p));
+        }
+        assert!(key(&["Hooks.Upgrade"]).allows(Permission::HooksUpgrade));
+        assert!(!key(&["Hooks.Upgrade"]).allows(Permission::HooksRedeploy));
+        assert!(!key(&["Other.*"]).allows(Permission::HooksRedeploy));
+        for good in ["Hooks.Redeploy", "Hooks.*", "*.*"] {
+            assert!(is_valid_grant(good), "{good}");
+        }
+        for bad in [
+            "Hooks",
+            "Other.*",
+            "*",
+            "Hooks.Nope",
+            "*.Redeploy",
+            "hooks.*",
+        ] {
+            assert!(!is_valid_grant(bad), "{bad}");
+        }
     }
 
     #[test]

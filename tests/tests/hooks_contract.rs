@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use shiplog_tests::*;
 
 async fn event_count(app: &TestApp) -> i64 {
@@ -530,4 +530,44 @@ async fn a_server_fault_is_an_opaque_500_and_leaves_nothing_half_written() {
         .await
         .unwrap();
     assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn wildcard_permissions_grant_a_group_or_everything() {
+    let (app, stack) = app_with_deployed_stack().await;
+    let body =
+        json!({ "stackName": stack, "targetVersion": "2.0.0", "variables": { "TOKEN": "t" } })
+            .to_string();
+    for grant in ["Hooks.*", "*.*"] {
+        let key = app.create_key(&[grant], Some("prod")).await;
+        let r = app.hook("/api/hooks/upgrade", Some(&key), &body).await;
+        assert_eq!(r.status, 200, "{grant}: {:?}", r.body);
+        let r = app.hook("/api/hooks/sync-sources", Some(&key), "").await;
+        assert_eq!(r.status, 200, "{grant}: {:?}", r.body);
+    }
+    // The grant is kept as given, so a listing shows what the key can do.
+    let r = app.admin(reqwest::Method::GET, "/api/keys", None).await;
+    let grants: Vec<&Value> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["permissions"])
+        .collect();
+    assert!(grants.contains(&&json!(["Hooks.*"])), "{grants:?}");
+    for bad in ["Hooks", "Deploy.*", "*", "Hooks.Everything"] {
+        let r = app
+            .admin(
+                reqwest::Method::POST,
+                "/api/keys",
+                Some(json!({ "name": "bad", "permissions": [bad] })),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
+        assert!(
+            r.body["message"].as_str().unwrap().contains(bad),
+            "{:?}",
+            r.body
+        );
+    }
 }

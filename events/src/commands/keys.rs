@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::apikey::{ApiKey, KeyRejection, Permission, PlainApiKey};
+use crate::apikey::{self, ApiKey, KeyRejection, Permission, PlainApiKey};
 use crate::error::{Error, Result};
 use crate::event::{Event, Metadata, stream};
 use crate::store::{self, ExpectedVersion};
@@ -35,14 +35,14 @@ pub fn decide_create(
     }
     let mut permissions = Vec::new();
     for p in &new.permissions {
-        let parsed = Permission::parse(p).ok_or_else(|| {
-            Error::Invalid(format!(
-                "unknown permission '{p}'; known permissions: {}",
+        if !apikey::is_valid_grant(p) {
+            return Err(Error::Invalid(format!(
+                "unknown permission '{p}'; known permissions: {}, or the wildcards Hooks.* and *.*",
                 known_permissions()
-            ))
-        })?;
-        if !permissions.contains(&parsed.as_str().to_owned()) {
-            permissions.push(parsed.as_str().to_owned());
+            )));
+        }
+        if !permissions.contains(p) {
+            permissions.push(p.clone());
         }
     }
     if let Some(env) = &new.environment_id
