@@ -63,14 +63,17 @@ pub enum Permission {
     HooksSyncSources,
     #[serde(rename = "Hooks.Rollback")]
     HooksRollback,
+    #[serde(rename = "Hooks.Deploy")]
+    HooksDeploy,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 4] = [
+    pub const ALL: [Permission; 5] = [
         Permission::HooksRedeploy,
         Permission::HooksUpgrade,
         Permission::HooksSyncSources,
         Permission::HooksRollback,
+        Permission::HooksDeploy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Permission {
             Permission::HooksUpgrade => "Hooks.Upgrade",
             Permission::HooksSyncSources => "Hooks.SyncSources",
             Permission::HooksRollback => "Hooks.Rollback",
+            Permission::HooksDeploy => "Hooks.Deploy",
         }
     }
 

@@ -440,3 +440,81 @@ async fn rollback_runs_the_earlier_digests_after_the_tag_moved() {
     .await;
     assert_eq!(r.status, 404);
 }
+
+/// `POST /api/hooks/deploy`, the ensure: install when absent, redeploy when it runs the
+/// version, upgrade otherwise; the newest catalog version by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_hook_installs_redeploys_or_upgrades_as_needed() {
+    let app = spawn_app().await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    app.register_local_environment("local").await;
+    for (file, version, img) in [
+        ("a.yml", "1.0.0", "web:v1"),
+        ("b.yml", "1.10.0", "web:v2"),
+        ("c.yml", "1.9.0", "web:v1"),
+    ] {
+        app.catalog.write(
+            file,
+            &web_manifest(&stack, version, &image(img), "    {}", ""),
+        );
+    }
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let key = app.create_key(&["Hooks.Deploy"], Some("local")).await;
+    let deploy = |body: serde_json::Value| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            let r = app
+                .hook("/api/hooks/deploy?wait=true", Some(&key), &body.to_string())
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            assert_eq!(r.body["status"], "success", "{:?}", r.body);
+            r.body
+        }
+    };
+
+    // Absent: installed, at the newest version by semver (1.10.0, not 1.9.0).
+    let first = deploy(json!({ "stackName": stack })).await;
+    assert_eq!(first["action"], "install");
+    assert_eq!(first["stackVersion"], "1.10.0");
+    assert_eq!(first["previousVersion"], serde_json::Value::Null);
+    // Running that version: a redeploy (force recreates the container).
+    let before = service_containers(&stack, "web");
+    let again = deploy(json!({ "stackName": stack, "force": true })).await;
+    assert_eq!(again["action"], "redeploy");
+    assert_eq!(again["stackVersion"], "1.10.0");
+    assert_ne!(service_containers(&stack, "web"), before);
+    // Another version: an upgrade.
+    let older = deploy(json!({ "stackName": stack, "version": "1.0.0" })).await;
+    assert_eq!(older["action"], "upgrade");
+    assert_eq!(older["previousVersion"], "1.10.0");
+    let shown = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/api/environments/local/stacks/{stack}"),
+            None,
+        )
+        .await;
+    assert_eq!(shown.body["version"], "1.0.0");
+
+    // Refusals: a version not in the catalog, a key without the permission.
+    let r = app
+        .hook(
+            "/api/hooks/deploy",
+            Some(&key),
+            &json!({ "stackName": stack, "version": "9.9.9" }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let other = app.create_key(&["Hooks.Redeploy"], Some("local")).await;
+    let r = app
+        .hook(
+            "/api/hooks/deploy",
+            Some(&other),
+            &json!({ "stackName": stack }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.body["message"].as_str().unwrap().contains("Hooks.Deploy"));
+}

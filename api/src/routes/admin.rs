@@ -211,7 +211,7 @@ async fn install_stack(
         version: body.version,
         variables: body.variables,
     };
-    let requested = deployments::install(&state.pool, &cmd, &admin.metadata).await?;
+    let requested = deployments::install(&state.pool, &cmd, &admin.metadata, None).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "success": true,
         "message": format!("Deployment of '{}' {} queued.", cmd.stack, cmd.version),

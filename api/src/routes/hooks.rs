@@ -34,6 +34,19 @@ struct UpgradeRequest {
     variables: BTreeMap<String, String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeployRequest {
+    stack_name: String,
+    environment_id: Option<String>,
+    /// Default: the newest version in the catalog.
+    version: Option<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    #[serde(default)]
+    force: bool,
+}
+
 /// `?wait=true&timeout=<seconds>`: answer when the deployment ends, or 202 at the timeout.
 #[derive(Debug, Deserialize)]
 pub struct WaitQuery {
@@ -75,11 +88,29 @@ struct UpgradeResponse {
     new_version: String,
 }
 
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeployResponse {
+    #[serde(flatten)]
+    outcome: Outcome,
+    stack_name: String,
+    stack_version: String,
+    previous_version: Option<String>,
+    /// What the ensure turned into: install, upgrade or redeploy.
+    action: &'static str,
+}
+
 trait HookAnswer: Serialize {
     fn outcome(&mut self) -> &mut Outcome;
 }
 
 impl HookAnswer for RedeployResponse {
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+}
+
+impl HookAnswer for DeployResponse {
     fn outcome(&mut self) -> &mut Outcome {
         &mut self.outcome
     }
@@ -185,6 +216,50 @@ async fn upgrade(
         },
         previous_version: previous,
         new_version: cmd.target_version.clone(),
+    };
+    answer(&state, &query, response).await
+}
+
+/// The idempotent ensure: install the stack when absent, redeploy it when it runs the
+/// version already, upgrade it otherwise.
+#[post("/api/hooks/deploy")]
+#[tracing::instrument(name = "hook deploy", skip_all, fields(key = %caller.key.id))]
+async fn deploy(
+    state: web::Data<AppState>,
+    caller: KeyCaller,
+    query: web::Query<WaitQuery>,
+    req: HttpRequest,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::HooksDeploy)?;
+    let body: DeployRequest = parse_json(&raw)?;
+    let idempotency = idempotency(&req, &caller, &raw)?;
+    let environment = caller.environment(body.environment_id.as_deref())?;
+    let cmd = deployments::Deploy {
+        environment,
+        stack: body.stack_name,
+        version: body.version,
+        variables: body.variables,
+        force: body.force,
+    };
+    let (action, requested) =
+        deployments::deploy(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
+    let version = requested.request.version.clone();
+    let response = DeployResponse {
+        outcome: Outcome {
+            success: true,
+            message: format!(
+                "Successfully triggered {} of '{}' {version}.",
+                action.as_str(),
+                cmd.stack
+            ),
+            deployment_id: requested.deployment,
+            status: None,
+        },
+        stack_name: cmd.stack.clone(),
+        stack_version: version,
+        previous_version: requested.request.previous_version.clone(),
+        action: action.as_str(),
     };
     answer(&state, &query, response).await
 }
@@ -309,5 +384,8 @@ async fn wait_if_asked(state: &AppState, query: &WaitQuery, id: Uuid) -> Result<
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(redeploy).service(upgrade).service(sync_sources);
+    cfg.service(redeploy)
+        .service(upgrade)
+        .service(deploy)
+        .service(sync_sources);
 }

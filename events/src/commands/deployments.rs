@@ -261,14 +261,130 @@ pub async fn upgrade(
     submit(tx, event, metadata, idempotency).await
 }
 
-pub async fn install(pool: &PgPool, cmd: &Install, metadata: &Metadata) -> Result<Requested> {
+pub async fn install(
+    pool: &PgPool,
+    cmd: &Install,
+    metadata: &Metadata,
+    idempotency: Option<&Idempotency>,
+) -> Result<Requested> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     validate_version(&cmd.version)?;
     let mut tx = pool.begin().await?;
+    lock_stack_requests(&mut tx, &cmd.environment, &cmd.stack).await?;
+    if let Some(done) = replay(&mut tx, idempotency).await? {
+        return Ok(done);
+    }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
     let target = catalog_manifest(&mut tx, &cmd.stack, &cmd.version).await?;
     let event = decide_install(Uuid::now_v7(), cmd, current.as_ref(), target.as_ref())?;
-    submit(tx, event, metadata, None).await
+    submit(tx, event, metadata, idempotency).await
+}
+
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub environment: String,
+    pub stack: String,
+    /// `None`: the newest version in the catalog.
+    pub version: Option<String>,
+    pub variables: BTreeMap<String, String>,
+    pub force: bool,
+}
+
+/// What `deploy` turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployAction {
+    Install,
+    Upgrade,
+    Redeploy,
+}
+
+impl DeployAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployAction::Install => "install",
+            DeployAction::Upgrade => "upgrade",
+            DeployAction::Redeploy => "redeploy",
+        }
+    }
+}
+
+/// Which request makes the stack run `target`: install it when absent, redeploy it when it
+/// already runs that version (and no variable changes), upgrade it otherwise.
+pub fn decide_deploy(
+    current: Option<&StackState>,
+    target: &str,
+    variables: &BTreeMap<String, String>,
+) -> DeployAction {
+    match current {
+        None => DeployAction::Install,
+        Some(c) if c.version == target && variables.is_empty() => DeployAction::Redeploy,
+        Some(_) => DeployAction::Upgrade,
+    }
+}
+
+/// The idempotent "ensure": whatever state the stack is in, it ends up running the version.
+pub async fn deploy(
+    pool: &PgPool,
+    cmd: &Deploy,
+    metadata: &Metadata,
+    idempotency: Option<&Idempotency>,
+) -> Result<(DeployAction, Requested)> {
+    validate_target(pool, &cmd.environment, &cmd.stack).await?;
+    let target = match &cmd.version {
+        Some(version) => version.clone(),
+        None => latest_version(pool, &cmd.stack).await?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "stack '{}' has no version in the catalog",
+                cmd.stack
+            ))
+        })?,
+    };
+    let current = {
+        let mut conn = pool.acquire().await?;
+        current_stack(&mut conn, &cmd.environment, &cmd.stack).await?
+    };
+    let action = decide_deploy(current.as_ref(), &target, &cmd.variables);
+    let requested = match action {
+        DeployAction::Install => {
+            let install = Install {
+                environment: cmd.environment.clone(),
+                stack: cmd.stack.clone(),
+                version: target,
+                variables: cmd.variables.clone(),
+            };
+            self::install(pool, &install, metadata, idempotency).await?
+        }
+        DeployAction::Redeploy => {
+            let redeploy = Redeploy {
+                environment: cmd.environment.clone(),
+                stack: cmd.stack.clone(),
+                force: cmd.force,
+            };
+            self::redeploy(pool, &redeploy, metadata, idempotency).await?
+        }
+        DeployAction::Upgrade => {
+            let upgrade = Upgrade {
+                environment: cmd.environment.clone(),
+                stack: cmd.stack.clone(),
+                target_version: target,
+                variables: cmd.variables.clone(),
+            };
+            self::upgrade(pool, &upgrade, metadata, idempotency).await?
+        }
+    };
+    Ok((action, requested))
+}
+
+/// The newest version of a catalog stack (semver order).
+pub async fn latest_version(pool: &PgPool, stack: &str) -> Result<Option<String>> {
+    let versions: Vec<String> =
+        sqlx::query_scalar("SELECT version FROM catalog_stacks WHERE stack_name = $1")
+            .bind(stack)
+            .fetch_all(pool)
+            .await?;
+    Ok(versions
+        .into_iter()
+        .max_by(|a, b| catalog::compare_versions(a, b)))
 }
 
 /// Redeploys exactly what an earlier successful deployment ran: its version, its variables
@@ -289,6 +405,8 @@ pub async fn rollback(pool: &PgPool, to: Uuid, metadata: &Metadata) -> Result<Re
             request.version, request.stack
         )));
     }
+    // Requests for one stack are decided one at a time: workers rely on their order.
+    lock_stack_requests(&mut tx, &request.environment, &request.stack).await?;
     let current = current_stack(&mut tx, &request.environment, &request.stack).await?;
     let event = match event {
         Event::RollbackRequested(mut r) => {
