@@ -146,6 +146,9 @@ async fn the_request_id_is_echoed_and_follows_the_deployment() {
         let echoed = r.headers["x-request-id"].to_str().unwrap().to_owned();
         assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
         let deployment = r.body["deploymentId"].as_str().unwrap().to_owned();
+        // Ended before the test ends: a run still going after the guard's clean-up would
+        // leave its container behind.
+        app.wait_terminal(&deployment).await;
         // Its own request event, or the join recording it on a queued equal one.
         let events = correlation_ids(&app, &deployment).await;
         assert!(
