@@ -518,3 +518,97 @@ async fn the_deploy_hook_installs_redeploys_or_upgrades_as_needed() {
     assert_eq!(r.status, 403);
     assert!(r.body["message"].as_str().unwrap().contains("Hooks.Deploy"));
 }
+
+/// Typed variables: a value of the wrong type is a 400 naming the variable, at the request,
+/// with nothing written; a catalog file whose default does not fit its type is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_variables_are_checked_at_the_request() {
+    let app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let stack = unique_name();
+    app.register_local_environment("local").await;
+    app.catalog.write(
+        "v1.yml",
+        &web_manifest(
+            &stack,
+            "1.0.0",
+            &image("web:v1"),
+            "    PORT: { type: port, default: \"8080\" }\n    MODE: { type: select, options: [fast, safe], default: safe }\n    HOOK: { type: url }\n    DEBUG: { type: bool, default: \"false\" }",
+            "    environment:\n      PORT: ${PORT}\n      MODE: ${MODE}\n      DEBUG: ${DEBUG}",
+        ),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let events = |app: &TestApp| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let before = events(&app).await;
+    for (variables, message) in [
+        (
+            json!({ "PORT": "70000" }),
+            "variable 'PORT' must be a port number (1-65535), not \"70000\"",
+        ),
+        (
+            json!({ "MODE": "slow" }),
+            "variable 'MODE' must be one of: fast, safe, not \"slow\"",
+        ),
+        (
+            json!({ "HOOK": "example.com/x" }),
+            "variable 'HOOK' must be an absolute URL",
+        ),
+        (
+            json!({ "DEBUG": "yes" }),
+            "variable 'DEBUG' must be true or false",
+        ),
+    ] {
+        let r = app
+            .admin(
+                Method::POST,
+                "/api/environments/local/stacks",
+                Some(json!({ "stackName": stack, "version": "1.0.0", "variables": variables })),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        let got = r.body["message"].as_str().unwrap();
+        assert!(got.contains(message), "{got}");
+    }
+    assert_eq!(events(&app).await, before, "nothing written");
+    let ok = app
+        .admin(
+            Method::POST,
+            "/api/environments/local/stacks",
+            Some(json!({ "stackName": stack, "version": "1.0.0",
+                         "variables": { "PORT": "9000", "MODE": "fast", "HOOK": "https://ci.example.com/x" } })),
+        )
+        .await;
+    assert_eq!(ok.status, 202, "{:?}", ok.body);
+
+    // A default that does not fit its type: the file is refused, named with the place.
+    let other = unique_name();
+    app.catalog.write(
+        "bad.yml",
+        &web_manifest(
+            &other,
+            "1.0.0",
+            &image("web:v1"),
+            "    PORT: { type: port, default: \"http\" }",
+            "",
+        ),
+    );
+    let key = app.create_key(&["Hooks.SyncSources"], None).await;
+    let r = app.hook("/api/hooks/sync-sources", Some(&key), "").await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let text = r.body.to_string();
+    assert!(
+        text.contains("bad.yml") && text.contains("PORT") && text.contains("not a port number"),
+        "{text}"
+    );
+}

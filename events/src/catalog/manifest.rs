@@ -8,6 +8,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::compose::{self, Issue};
 use super::interpolate::Interpolator;
+use super::vartype::VariableType;
 use super::version::{
     NAME_RULE, VERSION_RULE, is_valid_name, is_valid_variable_name, is_valid_version,
 };
@@ -19,6 +20,9 @@ pub struct VariableDef {
     pub default: Option<String>,
     pub required: bool,
     pub description: Option<String>,
+    /// `string` unless declared; manifests recorded before types existed read as strings.
+    #[serde(default, rename = "type")]
+    pub kind: VariableType,
 }
 
 /// One stack version of the catalog: the file's identity and declarations, plus its text,
@@ -258,7 +262,10 @@ fn variable_defs(value: &Value) -> Result<Vec<VariableDef>, Issue> {
             default: None,
             required: false,
             description: None,
+            kind: VariableType::String,
         };
+        let mut type_name: Option<String> = None;
+        let mut select_options: Option<Vec<String>> = None;
         match def {
             Value::Null => {}
             Value::Mapping(options) => {
@@ -280,10 +287,37 @@ fn variable_defs(value: &Value) -> Result<Vec<VariableDef>, Issue> {
                                 .ok_or_else(|| Issue::new(&path, "must be true or false"))?
                         }
                         "description" => var.description = optional_string(value, &path)?,
+                        "type" => {
+                            type_name = Some(
+                                value
+                                    .as_str()
+                                    .ok_or_else(|| {
+                                        Issue::new(
+                                            &path,
+                                            format!("must be one of {}", VariableType::NAMES),
+                                        )
+                                    })?
+                                    .to_owned(),
+                            )
+                        }
+                        "options" => {
+                            let list = value
+                                .as_sequence()
+                                .ok_or_else(|| Issue::new(&path, "must be a list of values"))?;
+                            select_options = Some(
+                                list.iter()
+                                    .map(|v| {
+                                        scalar_text(v).ok_or_else(|| {
+                                            Issue::new(&path, "options must be plain values")
+                                        })
+                                    })
+                                    .collect::<Result<_, _>>()?,
+                            );
+                        }
                         _ => {
                             return Err(Issue::new(
                                 &path,
-                                "unknown variable option (default, required, description)",
+                                "unknown variable option (default, required, description, type, options)",
                             ));
                         }
                     }
@@ -297,6 +331,21 @@ fn variable_defs(value: &Value) -> Result<Vec<VariableDef>, Issue> {
                     )
                 })?);
             }
+        }
+        if type_name.is_some() || select_options.is_some() {
+            let path = ["x-shiplog", "variables", name, "type"];
+            var.kind =
+                VariableType::parse(type_name.as_deref().unwrap_or("string"), select_options)
+                    .map_err(|why| Issue::new(&path, why))?;
+        }
+        if let Some(default) = &var.default
+            && let Err(wanted) = var.kind.check(default)
+        {
+            let path = ["x-shiplog", "variables", name, "default"];
+            return Err(Issue::new(
+                &path,
+                format!("default {default:?} is not {wanted}"),
+            ));
         }
         defs.push(var);
     }
@@ -389,6 +438,7 @@ services:
                 default: default.map(Into::into),
                 required,
                 description: description.map(Into::into),
+                kind: VariableType::String,
             };
         assert_eq!(
             m.variables,

@@ -10,8 +10,9 @@
 //!   description: optional text
 //!   variables:
 //!     GREETING: { default: "hello", description: "…" }
-//!     API_TOKEN: { required: true }
+//!     API_TOKEN: { required: true, type: password }
 //!     PORT: "8080"            # shorthand: a plain scalar is the default
+//!     MODE: { type: select, options: [fast, safe], default: safe }
 //! services:
 //!   web:
 //!     image: 127.0.0.1:5000/shiplog-test/web:${TAG:-v1}
@@ -32,6 +33,7 @@ mod directory;
 mod interpolate;
 mod manifest;
 mod resolve;
+mod vartype;
 mod version;
 
 #[cfg(test)]
@@ -41,4 +43,5 @@ pub use compose::{IGNORED_SERVICE_KEYS, REFUSED_SERVICE_KEYS};
 pub use directory::{CatalogError, DirectoryScan, read_directory};
 pub use manifest::{FileError, Manifest, VariableDef, parse_manifest};
 pub use resolve::{ResolveError, VariableError, effective_variables, resolve};
+pub use vartype::VariableType;
 pub use version::compare_versions;

@@ -14,6 +14,13 @@ pub enum VariableError {
     /// Every required variable without a value, sorted.
     #[error("missing value for required {}: {}", plural(.0), .0.join(", "))]
     Missing(Vec<String>),
+    /// A value that is not of the variable's declared type.
+    #[error("variable '{name}' must be {wanted}, not {value:?}")]
+    Invalid {
+        name: String,
+        wanted: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -78,6 +85,18 @@ pub fn effective_variables(
         .map(|d| d.name.clone())
         .collect();
     if missing.is_empty() {
+        // An empty value of an optional variable means "unset": nothing to check.
+        for def in defs {
+            if let Some(value) = values.get(&def.name).filter(|v| !v.is_empty())
+                && let Err(wanted) = def.kind.check(value)
+            {
+                return Err(VariableError::Invalid {
+                    name: def.name.clone(),
+                    wanted,
+                    value: value.clone(),
+                });
+            }
+        }
         return Ok(values);
     }
     missing.sort();
@@ -135,7 +154,33 @@ mod tests {
             default: default.map(Into::into),
             required,
             description: None,
+            kind: Default::default(),
         }
+    }
+
+    #[test]
+    fn typed_values_are_checked() {
+        use crate::catalog::VariableType;
+        let mut port = def("PORT", Some("8080"), false);
+        port.kind = VariableType::Port;
+        let mut url = def("TOKEN", None, false);
+        url.kind = VariableType::Url;
+        let defs = [port, url];
+        let ok = effective_variables(&defs, &map(&[]), &map(&[("PORT", "9090")])).unwrap();
+        assert_eq!(ok["PORT"], "9090");
+        let e = effective_variables(&defs, &map(&[]), &map(&[("PORT", "70000")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "variable 'PORT' must be a port number (1-65535), not \"70000\""
+        );
+        // Empty means unset for an optional variable.
+        assert!(effective_variables(&defs, &map(&[]), &map(&[("TOKEN", "")])).is_ok());
+        let e = effective_variables(&defs, &map(&[]), &map(&[("TOKEN", "nope")])).unwrap_err();
+        assert!(e.to_string().contains("absolute URL"), "{e}");
+        let mut hidden = def("PASS", None, false);
+        hidden.kind = VariableType::Select(vec!["x".into()]);
+        let e = effective_variables(&[hidden], &map(&[]), &map(&[("PASS", "y")])).unwrap_err();
+        assert!(e.to_string().contains("one of: x"), "{e}");
     }
 
     #[test]
