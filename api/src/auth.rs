@@ -43,6 +43,11 @@ impl KeyCaller {
         }
     }
 
+    /// A key limited to named stacks acts on those only.
+    pub fn stack(&self, stack: &str) -> Result<(), ApiError> {
+        stack_scope(&self.key, stack)
+    }
+
     /// The environment to act on: the key's scope, or the request's when the key has none.
     pub fn environment(&self, requested: Option<&str>) -> Result<String, ApiError> {
         match (self.key.environment_id.as_deref(), requested) {
@@ -60,6 +65,16 @@ impl KeyCaller {
     }
 }
 
+fn stack_scope(key: &ApiKey, stack: &str) -> Result<(), ApiError> {
+    match &key.stacks {
+        Some(stacks) if !key.covers_stack(stack) => Err(ApiError::Forbidden(format!(
+            "API key is scoped to the stacks {} and cannot act on '{stack}'",
+            stacks.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Reader {
     /// Keys read only what lies in their environment scope.
     pub fn may_read(&self, environment: &str) -> Result<(), ApiError> {
@@ -71,6 +86,23 @@ impl Reader {
                 _ => Ok(()),
             },
             Reader::Admin => Ok(()),
+        }
+    }
+
+    /// … and, for a key limited to named stacks, only those stacks.
+    pub fn may_read_stack(&self, environment: &str, stack: &str) -> Result<(), ApiError> {
+        self.may_read(environment)?;
+        match self {
+            Reader::Key(key) => stack_scope(key, stack),
+            Reader::Admin => Ok(()),
+        }
+    }
+
+    /// The stacks a listing must stay within (`None`: no limit).
+    pub fn stack_scope(&self) -> Option<&[String]> {
+        match self {
+            Reader::Key(key) => key.stacks.as_deref(),
+            Reader::Admin => None,
         }
     }
 

@@ -117,6 +117,9 @@ enum KeysCommand {
         /// RFC 3339 time after which the key no longer works.
         #[arg(long)]
         expires_at: Option<String>,
+        /// Limit the key to this stack; repeat for more (default: every stack).
+        #[arg(long = "stack")]
+        stacks: Vec<String>,
     },
     /// List keys (never their secrets).
     List,
@@ -256,8 +259,12 @@ async fn keys(client: &Client, command: KeysCommand) -> Result<(), CliError> {
             permissions,
             environment,
             expires_at,
+            stacks,
         } => {
             let mut body = json!({ "name": name, "permissions": permissions });
+            if !stacks.is_empty() {
+                body["stacks"] = json!(stacks);
+            }
             if let Some(env) = environment {
                 body["environmentId"] = json!(env);
             }

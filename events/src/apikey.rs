@@ -128,6 +128,8 @@ pub struct ApiKey {
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// `None`: every stack (of the environment scope).
+    pub stacks: Option<Vec<String>>,
 }
 
 /// Why a presented key does not authenticate. Each is a 401, with its own message.
@@ -152,6 +154,13 @@ impl ApiKey {
             return Err(KeyRejection::Expired);
         }
         Ok(())
+    }
+
+    /// Whether the key may act on (or read) this stack.
+    pub fn covers_stack(&self, stack: &str) -> bool {
+        self.stacks
+            .as_ref()
+            .is_none_or(|stacks| stacks.iter().any(|s| s == stack))
     }
 
     pub fn allows(&self, permission: Permission) -> bool {
@@ -185,6 +194,7 @@ mod tests {
             expires_at: None,
             created_at: Utc::now(),
             revoked_at: None,
+            stacks: None,
         };
         for p in Permission::ALL {
             assert!(key(&["Hooks.*"]).allows(p));

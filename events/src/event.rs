@@ -125,6 +125,9 @@ pub enum Event {
         permissions: Vec<String>,
         environment: Option<String>,
         expires_at: Option<DateTime<Utc>>,
+        /// The stacks the key may act on; absent: all (keys made before this field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stacks: Option<Vec<String>>,
     },
     ApiKeyRevoked {
         id: Uuid,

@@ -48,11 +48,12 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             permissions,
             environment,
             expires_at,
+            stacks,
         } => {
             sqlx::query(
                 "INSERT INTO api_keys (id, name, key_hash, prefix, permissions, environment_id,
-                                       expires_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                       expires_at, created_at, stacks)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(id)
             .bind(name)
@@ -62,6 +63,7 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             .bind(environment)
             .bind(expires_at)
             .bind(at)
+            .bind(stacks)
             .execute(tx)
             .await?;
         }

@@ -571,3 +571,99 @@ async fn wildcard_permissions_grant_a_group_or_everything() {
         );
     }
 }
+
+#[tokio::test]
+async fn keys_limited_to_named_stacks() {
+    let (app, stack) = app_with_deployed_stack().await;
+    let create = |stacks: Value| {
+        let app = &app;
+        async move {
+            app.admin(
+                Method::POST,
+                "/api/keys",
+                Some(json!({ "name": "scoped", "permissions": ["Hooks.Redeploy"],
+                             "environmentId": "prod", "stacks": stacks })),
+            )
+            .await
+        }
+    };
+    let created = create(json!([stack])).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["stacks"], json!([stack]));
+    let key = created.body["key"].as_str().unwrap().to_owned();
+
+    // Its stack: fine. Another: 403 naming the scope, nothing written.
+    let r = app
+        .hook(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &json!({ "stackName": stack }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let deployment = r.body["deploymentId"].as_str().unwrap().to_owned();
+    let before = (event_count(&app).await, job_count(&app).await);
+    let r = app
+        .hook(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &json!({ "stackName": "other-stack" }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("scoped to the stacks {stack}"))
+    );
+    assert_eq!((event_count(&app).await, job_count(&app).await), before);
+
+    // Reading: its own deployment; a listing is limited to its one stack.
+    let own = app
+        .get_with_key(&format!("/api/deployments/{deployment}"), &key)
+        .await;
+    assert_eq!(own.status, 200);
+    let listed = app.get_with_key("/api/deployments", &key).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert!(
+        listed
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["stackName"] == stack.as_str())
+    );
+    let other = app
+        .get_with_key("/api/deployments?stack=other-stack", &key)
+        .await;
+    assert_eq!(other.status, 403);
+
+    // A key for two stacks must say which one it lists.
+    let two = create(json!([stack, "other-stack"])).await;
+    let two_key = two.body["key"].as_str().unwrap().to_owned();
+    let r = app.get_with_key("/api/deployments", &two_key).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("filter by one of them")
+    );
+
+    // No stack at all, or a bad name: refused; the listing shows each key's stacks.
+    assert_eq!(create(json!([])).await.status, 400);
+    assert_eq!(create(json!(["../etc"])).await.status, 400);
+    let keys = app.admin(Method::GET, "/api/keys", None).await;
+    let scopes: Vec<&Value> = keys
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["stacks"])
+        .collect();
+    assert!(
+        scopes.contains(&&json!([stack])) && scopes.contains(&&json!([stack, "other-stack"])),
+        "{scopes:?}"
+    );
+}

@@ -54,6 +54,8 @@ struct NewKeyRequest {
     permissions: Vec<String>,
     environment_id: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    /// Limit the key to these stacks.
+    stacks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +67,8 @@ struct KeyView {
     permissions: Vec<String>,
     environment_id: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    /// `null`: every stack.
+    stacks: Option<Vec<String>>,
     created_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +86,7 @@ struct CreatedKey {
     permissions: Vec<String>,
     environment_id: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    stacks: Option<Vec<String>>,
     created_at: DateTime<Utc>,
 }
 
@@ -97,6 +102,7 @@ async fn create_key(
         permissions: body.permissions,
         environment_id: body.environment_id,
         expires_at: body.expires_at,
+        stacks: body.stacks,
     };
     let (stored, plain) = keys::create(&state.pool, &new, &admin.metadata).await?;
     Ok(HttpResponse::Created().json(CreatedKey {
@@ -106,6 +112,7 @@ async fn create_key(
         permissions: stored.permissions,
         environment_id: stored.environment_id,
         expires_at: stored.expires_at,
+        stacks: stored.stacks,
         created_at: stored.created_at,
     }))
 }
@@ -122,6 +129,7 @@ async fn list_keys(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse,
             permissions: k.key.permissions,
             environment_id: k.key.environment_id,
             expires_at: k.key.expires_at,
+            stacks: k.key.stacks,
             created_at: k.key.created_at,
             revoked_at: k.key.revoked_at,
             revoke_reason: k.revoke_reason,

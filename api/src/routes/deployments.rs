@@ -25,7 +25,7 @@ pub(crate) async fn readable(
     let deployment = queries::deployment(&state.pool, id)
         .await?
         .ok_or_else(not_found)?;
-    reader.may_read(&deployment.environment_id)?;
+    reader.may_read_stack(&deployment.environment_id, &deployment.stack_name)?;
     Ok(deployment)
 }
 
@@ -136,9 +136,26 @@ async fn list_deployments(
         (Some(scope), _) => Some(scope.to_owned()),
         (None, asked) => asked,
     };
+    // A key limited to named stacks lists one of them at a time.
+    let stack = match (reader.stack_scope(), query.stack) {
+        (Some(stacks), Some(asked)) if !stacks.contains(&asked) => {
+            return Err(ApiError::Forbidden(format!(
+                "API key is scoped to the stacks {} and cannot read '{asked}'",
+                stacks.join(", ")
+            )));
+        }
+        (Some([only]), None) => Some(only.clone()),
+        (Some(stacks), None) => {
+            return Err(ApiError::BadRequest(format!(
+                "this API key is scoped to the stacks {}: filter by one of them (stack=…)",
+                stacks.join(", ")
+            )));
+        }
+        (_, asked) => asked,
+    };
     let filter = DeploymentFilter {
         environment,
-        stack: query.stack,
+        stack,
         status: query.status,
     };
     let (rows, total) = queries::deployments(&state.pool, &filter, per_page, page).await?;

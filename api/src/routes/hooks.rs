@@ -158,6 +158,7 @@ async fn redeploy(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::HooksRedeploy)?;
     let body: RedeployRequest = parse_json(&raw)?;
+    caller.stack(&body.stack_name)?;
     let idempotency = idempotency(&req, &caller, &raw)?;
     let environment = caller.environment(body.environment_id.as_deref())?;
     let cmd = deployments::Redeploy {
@@ -191,6 +192,7 @@ async fn upgrade(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::HooksUpgrade)?;
     let body: UpgradeRequest = parse_json(&raw)?;
+    caller.stack(&body.stack_name)?;
     let idempotency = idempotency(&req, &caller, &raw)?;
     let environment = caller.environment(body.environment_id.as_deref())?;
     let cmd = deployments::Upgrade {
@@ -233,6 +235,7 @@ async fn deploy(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::HooksDeploy)?;
     let body: DeployRequest = parse_json(&raw)?;
+    caller.stack(&body.stack_name)?;
     let idempotency = idempotency(&req, &caller, &raw)?;
     let environment = caller.environment(body.environment_id.as_deref())?;
     let cmd = deployments::Deploy {

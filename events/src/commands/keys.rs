@@ -14,6 +14,8 @@ pub struct NewKey {
     pub permissions: Vec<String>,
     pub environment_id: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Limit the key to these stacks; `None`: all.
+    pub stacks: Option<Vec<String>>,
 }
 
 pub fn decide_create(
@@ -50,6 +52,16 @@ pub fn decide_create(
     {
         return Err(Error::Invalid(format!("environment '{env}' not found")));
     }
+    if let Some(stacks) = &new.stacks {
+        if stacks.is_empty() {
+            return Err(Error::Invalid(
+                "stacks must name at least one stack (leave it out for every stack)".into(),
+            ));
+        }
+        for stack in stacks {
+            super::validate_name("stack name", stack)?;
+        }
+    }
     if new.expires_at.is_some_and(|at| at <= now) {
         return Err(Error::Invalid("expiresAt must be in the future".into()));
     }
@@ -61,6 +73,7 @@ pub fn decide_create(
         permissions,
         environment: new.environment_id.clone(),
         expires_at: new.expires_at,
+        stacks: new.stacks.clone(),
     })
 }
 
@@ -99,7 +112,7 @@ pub async fn create(
 
 macro_rules! key_columns {
     () => {
-        "id, name, prefix, permissions, environment_id, expires_at, created_at, revoked_at"
+        "id, name, prefix, permissions, environment_id, expires_at, created_at, revoked_at, stacks"
     };
 }
 
@@ -125,7 +138,7 @@ pub struct KeyListing {
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyListing>> {
     Ok(sqlx::query_as(
         "SELECT k.id, k.name, k.prefix, k.permissions, k.environment_id, k.expires_at,
-                k.created_at, k.revoked_at, k.revoke_reason, u.last_used_at
+                k.created_at, k.revoked_at, k.stacks, k.revoke_reason, u.last_used_at
          FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id
          ORDER BY k.created_at, k.id",
     )
@@ -191,7 +204,7 @@ pub async fn authenticate(
     };
     let found: Option<KeyWithUse> = sqlx::query_as(
         "SELECT k.id, k.name, k.prefix, k.permissions, k.environment_id, k.expires_at,
-                k.created_at, k.revoked_at, u.last_used_at
+                k.created_at, k.revoked_at, k.stacks, u.last_used_at
          FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id
          WHERE k.key_hash = $1",
     )
@@ -229,6 +242,7 @@ mod tests {
             permissions: permissions.iter().map(|p| p.to_string()).collect(),
             environment_id: None,
             expires_at: None,
+            stacks: None,
         }
     }
 
