@@ -282,3 +282,69 @@ async fn a_worker_restricted_to_some_environments_takes_only_their_jobs() {
     app.start_worker_with(|cfg| cfg.environments = vec!["beta".into()]);
     assert_eq!(app.wait_terminal(&in_beta).await["status"], "success");
 }
+
+/// The worker binary logs JSON lines when asked, and the lines of a deployment's run carry
+/// the API request's id, so one id finds a CI call in the API's and the worker's logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_log_lines_carry_the_request_id() {
+    let app = spawn_app_with(AppOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.register_local_environment("local").await;
+    let stack = unique_name();
+    let _guard = StackGuard::new(&stack);
+    app.catalog.write(
+        "s.yml",
+        &web_manifest(&stack, "1.0.0", &image("web:v1"), "    {}", ""),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let log_path = std::env::temp_dir().join(format!("shiplog-worker-{}.jsonl", unique_name()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(workspace_binary("shiplog-worker"))
+        .env("DATABASE_URL", &app.db.url)
+        .env("SHIPLOG_METRICS_LISTEN", "127.0.0.1:0")
+        .env("SHIPLOG_LOG_JSON", "true")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("worker binary starts");
+    let worker = Worker(child);
+
+    let id = app.install("local", &stack, "1.0.0", json!({})).await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "success");
+    let key = app.create_key(&["Hooks.Redeploy"], Some("local")).await;
+    let r = app
+        .hook_with(
+            "/api/hooks/redeploy",
+            Some(&key),
+            &json!({ "stackName": stack, "force": true }).to_string(),
+            &[("X-Request-Id", "ci-run-8812")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let deployment = r.body["deploymentId"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_terminal(&deployment).await["status"], "success");
+    drop(worker);
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_run: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.to_string().contains(&deployment))
+        .collect();
+    assert!(!of_run.is_empty(), "the run logged: {text}");
+    assert!(
+        of_run
+            .iter()
+            .any(|l| l.to_string().contains("\"request_id\":\"ci-run-8812\"")),
+        "no line of the run carries the request id: {of_run:#?}"
+    );
+}
