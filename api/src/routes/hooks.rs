@@ -47,6 +47,42 @@ struct DeployRequest {
     force: bool,
 }
 
+/// The fields every deployment hook's body has.
+trait HookBody: serde::de::DeserializeOwned {
+    fn stack_name(&self) -> &str;
+    fn environment_id(&self) -> Option<&str>;
+}
+
+macro_rules! hook_body {
+    ($($body:ty),*) => {$(
+        impl HookBody for $body {
+            fn stack_name(&self) -> &str {
+                &self.stack_name
+            }
+            fn environment_id(&self) -> Option<&str> {
+                self.environment_id.as_deref()
+            }
+        }
+    )*};
+}
+hook_body!(RedeployRequest, UpgradeRequest, DeployRequest);
+
+/// What every deployment hook checks first, in this order: the permission, the body, the
+/// key's stack scope, the `Idempotency-Key`, the environment (the key's scope or the body's).
+fn accept<B: HookBody>(
+    caller: &KeyCaller,
+    permission: Permission,
+    req: &HttpRequest,
+    raw: &[u8],
+) -> Result<(B, String, Option<deployments::Idempotency>), ApiError> {
+    caller.require(permission)?;
+    let body: B = parse_json(raw)?;
+    caller.stack(body.stack_name())?;
+    let idempotency = idempotency(req, caller, raw)?;
+    let environment = caller.environment(body.environment_id())?;
+    Ok((body, environment, idempotency))
+}
+
 /// `?wait=true&timeout=<seconds>`: answer when the deployment ends, or 202 at the timeout.
 #[derive(Debug, Deserialize)]
 pub struct WaitQuery {
@@ -156,11 +192,8 @@ async fn redeploy(
     req: HttpRequest,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Permission::HooksRedeploy)?;
-    let body: RedeployRequest = parse_json(&raw)?;
-    caller.stack(&body.stack_name)?;
-    let idempotency = idempotency(&req, &caller, &raw)?;
-    let environment = caller.environment(body.environment_id.as_deref())?;
+    let (body, environment, idempotency) =
+        accept::<RedeployRequest>(&caller, Permission::HooksRedeploy, &req, &raw)?;
     let cmd = deployments::Redeploy {
         environment,
         stack: body.stack_name,
@@ -190,11 +223,8 @@ async fn upgrade(
     req: HttpRequest,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Permission::HooksUpgrade)?;
-    let body: UpgradeRequest = parse_json(&raw)?;
-    caller.stack(&body.stack_name)?;
-    let idempotency = idempotency(&req, &caller, &raw)?;
-    let environment = caller.environment(body.environment_id.as_deref())?;
+    let (body, environment, idempotency) =
+        accept::<UpgradeRequest>(&caller, Permission::HooksUpgrade, &req, &raw)?;
     let cmd = deployments::Upgrade {
         environment,
         stack: body.stack_name,
@@ -233,11 +263,8 @@ async fn deploy(
     req: HttpRequest,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Permission::HooksDeploy)?;
-    let body: DeployRequest = parse_json(&raw)?;
-    caller.stack(&body.stack_name)?;
-    let idempotency = idempotency(&req, &caller, &raw)?;
-    let environment = caller.environment(body.environment_id.as_deref())?;
+    let (body, environment, idempotency) =
+        accept::<DeployRequest>(&caller, Permission::HooksDeploy, &req, &raw)?;
     let cmd = deployments::Deploy {
         environment,
         stack: body.stack_name,

@@ -82,6 +82,7 @@ struct Follower {
     started: Instant,
     last_sent: Instant,
     ended: bool,
+    over_at_start: bool,
 }
 
 impl Follower {
@@ -101,9 +102,12 @@ impl Follower {
             };
             if let Some(last) = events.last() {
                 self.after = last.stream_version;
-                self.ended = events.iter().any(|e| e.event.is_terminal());
+                self.ended = self.over_at_start || events.iter().any(|e| e.event.is_terminal());
                 self.last_sent = Instant::now();
                 return Some(messages(&events, &statuses));
+            }
+            if self.over_at_start {
+                return None;
             }
             if self.last_sent.elapsed() >= KEEP_ALIVE {
                 self.last_sent = Instant::now();
@@ -142,24 +146,19 @@ async fn stream(
         started: now,
         last_sent: now,
         ended: false,
+        // Already over: what was missed is sent, then the stream ends (at once if nothing).
+        over_at_start: deployment.is_terminal(),
     };
     let body = futures::stream::unfold(follower, |mut follower| async move {
         let chunk = follower.next().await?;
         Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), follower))
     });
-    let terminal_and_seen = deployment.is_terminal() && {
-        let events = queries::deployment_events_after(&state.pool, deployment.id, after).await?;
-        events.is_empty()
-    };
     let mut response = HttpResponse::Ok();
     response
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         // Tell nginx-style proxies not to buffer the stream.
         .insert_header(("X-Accel-Buffering", "no"));
-    if terminal_and_seen {
-        return Ok(response.body(""));
-    }
     Ok(response.streaming(body))
 }
 
