@@ -191,6 +191,7 @@ fn server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .configure(routes::health::configure)
             .configure(routes::hooks::configure)
             .configure(routes::admin::configure)
+            .configure(routes::lifecycle::configure)
             .configure(routes::deployments::configure)
             .configure(routes::stream::configure)
             .configure(routes::openapi::configure)

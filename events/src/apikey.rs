@@ -65,15 +65,21 @@ pub enum Permission {
     HooksRollback,
     #[serde(rename = "Hooks.Deploy")]
     HooksDeploy,
+    #[serde(rename = "Hooks.RestartContainers")]
+    HooksRestartContainers,
+    #[serde(rename = "Hooks.StopContainers")]
+    HooksStopContainers,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 5] = [
+    pub const ALL: [Permission; 7] = [
         Permission::HooksRedeploy,
         Permission::HooksUpgrade,
         Permission::HooksSyncSources,
         Permission::HooksRollback,
         Permission::HooksDeploy,
+        Permission::HooksRestartContainers,
+        Permission::HooksStopContainers,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +89,8 @@ impl Permission {
             Permission::HooksSyncSources => "Hooks.SyncSources",
             Permission::HooksRollback => "Hooks.Rollback",
             Permission::HooksDeploy => "Hooks.Deploy",
+            Permission::HooksRestartContainers => "Hooks.RestartContainers",
+            Permission::HooksStopContainers => "Hooks.StopContainers",
         }
     }
 

@@ -38,6 +38,10 @@ pub enum DeploymentKind {
     Redeploy,
     Upgrade,
     Rollback,
+    Start,
+    Stop,
+    Restart,
+    Remove,
 }
 
 impl DeploymentKind {
@@ -47,8 +51,33 @@ impl DeploymentKind {
             DeploymentKind::Redeploy => "redeploy",
             DeploymentKind::Upgrade => "upgrade",
             DeploymentKind::Rollback => "rollback",
+            DeploymentKind::Start => "start",
+            DeploymentKind::Stop => "stop",
+            DeploymentKind::Restart => "restart",
+            DeploymentKind::Remove => "remove",
         }
     }
+
+    /// Start, stop, restart, remove: act on the stack's containers as they are, without
+    /// pulling or converging to a manifest.
+    pub fn is_lifecycle(self) -> bool {
+        matches!(
+            self,
+            DeploymentKind::Start
+                | DeploymentKind::Stop
+                | DeploymentKind::Restart
+                | DeploymentKind::Remove
+        )
+    }
+}
+
+/// What a remove takes with the containers and networks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// The stack's named volumes (their data is gone for good).
+    pub volumes: bool,
+    /// The images the stack's containers ran, unless another container uses them.
+    pub images: bool,
 }
 
 /// `failure`: the deployment ran and the stack did not come up (GitHub's "failure").
@@ -87,6 +116,9 @@ pub struct DeploymentRequest {
     /// references: a rollback runs exactly what ran before, even after a tag moved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// Only on `RemoveRequested`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<Removal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +180,10 @@ pub enum Event {
     RedeployRequested(DeploymentRequest),
     UpgradeRequested(DeploymentRequest),
     RollbackRequested(DeploymentRequest),
+    StartRequested(DeploymentRequest),
+    StopRequested(DeploymentRequest),
+    RestartRequested(DeploymentRequest),
+    RemoveRequested(DeploymentRequest),
     /// A redeploy request that arrived while an equal one was still queued: it joins that
     /// deployment instead of queueing another.
     RedeployJoined {
@@ -194,6 +230,10 @@ pub enum Event {
         deployment: Uuid,
         version: String,
         digests: BTreeMap<String, String>,
+        /// What was done, for lifecycle deployments ("Stopped 2 containers"); absent: the
+        /// version was deployed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
     },
     DeploymentFailed {
         deployment: Uuid,
@@ -209,6 +249,25 @@ pub enum Event {
         digests: BTreeMap<String, String>,
         variables: BTreeMap<String, String>,
         services: Vec<DeployedService>,
+    },
+    /// The stack's containers were stopped by a deployment (they still exist).
+    StackStopped {
+        environment: String,
+        stack: String,
+        deployment: Uuid,
+    },
+    /// The stack's containers were started (or restarted) by a deployment.
+    StackStarted {
+        environment: String,
+        stack: String,
+        deployment: Uuid,
+    },
+    /// The stack's containers and network are gone; it is no longer deployed.
+    StackRemoved {
+        environment: String,
+        stack: String,
+        deployment: Uuid,
+        removal: Removal,
     },
 }
 
@@ -235,6 +294,13 @@ impl Event {
             Event::DeploymentSucceeded { .. } => "DeploymentSucceeded",
             Event::DeploymentFailed { .. } => "DeploymentFailed",
             Event::StackDeployed { .. } => "StackDeployed",
+            Event::StackStopped { .. } => "StackStopped",
+            Event::StackStarted { .. } => "StackStarted",
+            Event::StackRemoved { .. } => "StackRemoved",
+            Event::StartRequested(_) => "StartRequested",
+            Event::StopRequested(_) => "StopRequested",
+            Event::RestartRequested(_) => "RestartRequested",
+            Event::RemoveRequested(_) => "RemoveRequested",
         }
     }
 
@@ -279,6 +345,10 @@ impl Event {
             Event::RedeployRequested(r) => Some((DeploymentKind::Redeploy, r)),
             Event::UpgradeRequested(r) => Some((DeploymentKind::Upgrade, r)),
             Event::RollbackRequested(r) => Some((DeploymentKind::Rollback, r)),
+            Event::StartRequested(r) => Some((DeploymentKind::Start, r)),
+            Event::StopRequested(r) => Some((DeploymentKind::Stop, r)),
+            Event::RestartRequested(r) => Some((DeploymentKind::Restart, r)),
+            Event::RemoveRequested(r) => Some((DeploymentKind::Remove, r)),
             _ => None,
         }
     }
@@ -360,6 +430,7 @@ mod tests {
             variables: BTreeMap::new(),
             force: true,
             images: BTreeMap::new(),
+            removal: None,
         });
         let (ty, data) = event.to_stored();
         assert_eq!(ty, "RedeployRequested");

@@ -134,7 +134,11 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
         Event::DeployRequested(r)
         | Event::RedeployRequested(r)
         | Event::UpgradeRequested(r)
-        | Event::RollbackRequested(r) => {
+        | Event::RollbackRequested(r)
+        | Event::StartRequested(r)
+        | Event::StopRequested(r)
+        | Event::RestartRequested(r)
+        | Event::RemoveRequested(r) => {
             let kind = match recorded.event.request() {
                 Some((kind, _)) => kind,
                 None => DeploymentKind::Install,
@@ -213,9 +217,13 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
         Event::DeploymentSucceeded {
             deployment,
             version,
+            summary,
             ..
         } => {
-            let message = format!("Deployed version {version}");
+            let message = match summary {
+                Some(summary) => summary.clone(),
+                None => format!("Deployed version {version}"),
+            };
             finish(tx, recorded, *deployment, "success", &message).await?;
         }
         Event::DeploymentFailed {
@@ -259,6 +267,41 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             .bind(at)
             .execute(tx)
             .await?;
+        }
+        Event::StackStopped {
+            environment,
+            stack,
+            deployment,
+        }
+        | Event::StackStarted {
+            environment,
+            stack,
+            deployment,
+        } => {
+            let state = match &recorded.event {
+                Event::StackStopped { .. } => "stopped",
+                _ => "running",
+            };
+            sqlx::query(
+                "UPDATE stacks SET state = $3, last_deployment_id = $4, updated_at = $5
+                 WHERE environment_id = $1 AND stack_name = $2",
+            )
+            .bind(environment)
+            .bind(stack)
+            .bind(state)
+            .bind(deployment)
+            .bind(at)
+            .execute(tx)
+            .await?;
+        }
+        Event::StackRemoved {
+            environment, stack, ..
+        } => {
+            sqlx::query("DELETE FROM stacks WHERE environment_id = $1 AND stack_name = $2")
+                .bind(environment)
+                .bind(stack)
+                .execute(tx)
+                .await?;
         }
     }
     Ok(())

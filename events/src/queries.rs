@@ -210,28 +210,42 @@ fn fold_stack(
     name: &str,
     events: &[RecordedEvent],
 ) -> serde_json::Result<Option<Stack>> {
-    let mut stack = None;
+    use crate::event::Event;
+    let mut stack: Option<Stack> = None;
     for recorded in events {
-        if let crate::event::Event::StackDeployed {
-            version,
-            deployment,
-            digests,
-            variables,
-            services,
-            ..
-        } = &recorded.event
-        {
-            stack = Some(Stack {
-                environment_id: environment.to_owned(),
-                stack_name: name.to_owned(),
-                version: version.clone(),
-                variables: serde_json::to_value(variables)?,
-                digests: serde_json::to_value(digests)?,
-                services: serde_json::to_value(services)?,
-                last_deployment_id: *deployment,
-                state: "running".into(),
-                updated_at: recorded.recorded_at,
-            });
+        match &recorded.event {
+            Event::StackDeployed {
+                version,
+                deployment,
+                digests,
+                variables,
+                services,
+                ..
+            } => {
+                stack = Some(Stack {
+                    environment_id: environment.to_owned(),
+                    stack_name: name.to_owned(),
+                    version: version.clone(),
+                    variables: serde_json::to_value(variables)?,
+                    digests: serde_json::to_value(digests)?,
+                    services: serde_json::to_value(services)?,
+                    last_deployment_id: *deployment,
+                    state: "running".into(),
+                    updated_at: recorded.recorded_at,
+                });
+            }
+            Event::StackStopped { deployment, .. } | Event::StackStarted { deployment, .. } => {
+                if let Some(stack) = &mut stack {
+                    stack.state = match &recorded.event {
+                        Event::StackStopped { .. } => "stopped".into(),
+                        _ => "running".into(),
+                    };
+                    stack.last_deployment_id = *deployment;
+                    stack.updated_at = recorded.recorded_at;
+                }
+            }
+            Event::StackRemoved { .. } => stack = None,
+            _ => {}
         }
     }
     Ok(stack)

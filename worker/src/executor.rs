@@ -54,6 +54,8 @@ enum Outcome {
         digests: BTreeMap<String, String>,
         services: Vec<DeployedService>,
     },
+    /// A lifecycle deployment (start, stop, restart, remove) did its work.
+    Changed { summary: String },
     Failed {
         kind: FailureKind,
         reason: String,
@@ -213,12 +215,14 @@ impl Executor {
             deployment,
             metadata: &metadata,
         };
-        let outcome = self.deploy_with_retries(request, &mut recorder).await?;
+        let outcome = self
+            .deploy_with_retries(kind, request, &mut recorder)
+            .await?;
         let result = match &outcome {
-            Outcome::Succeeded { .. } => "success",
+            Outcome::Succeeded { .. } | Outcome::Changed { .. } => "success",
             Outcome::Failed { kind, .. } => kind.as_str(),
         };
-        self.finish(deployment, request, lease, &metadata, outcome)
+        self.finish(deployment, kind, request, lease, &metadata, outcome)
             .await?;
         self.metrics.ended(kind.as_str(), result, started.elapsed());
         Ok(())
@@ -228,6 +232,7 @@ impl Executor {
     /// recorded, all within the deployment's deadline.
     async fn deploy_with_retries(
         &self,
+        kind: DeploymentKind,
         request: &DeploymentRequest,
         recorder: &mut Recorder<'_>,
     ) -> Result<Outcome, WorkerError> {
@@ -237,7 +242,7 @@ impl Executor {
         for attempt in 1..=self.settings.transient_attempts {
             // The deadline is enforced cooperatively (pulls and health waits stop at it and
             // roll back); this outer bound only catches a call that ignores it.
-            let work = self.deploy(request, recorder, deadline);
+            let work = self.deploy(kind, request, recorder, deadline);
             let outcome = match tokio::time::timeout(timeout + DEADLINE_GRACE, work).await {
                 Ok(outcome) => outcome?,
                 Err(_) => failed(FailureKind::Error, String::new()),
@@ -285,12 +290,17 @@ impl Executor {
     /// Resolve, pull everything, then converge. Returns the outcome to record.
     async fn deploy(
         &self,
+        kind: DeploymentKind,
         request: &DeploymentRequest,
         recorder: &mut Recorder<'_>,
         deadline: Instant,
     ) -> Result<Outcome, WorkerError> {
         let deployment = recorder.deployment;
-        let spec = match self.resolve(request).await? {
+        let spec = self.resolve(request).await?;
+        if kind.is_lifecycle() {
+            return self.lifecycle(kind, request, spec.ok(), deadline).await;
+        }
+        let spec = match spec {
             Ok(spec) => spec,
             Err(outcome) => return Ok(outcome),
         };
@@ -349,6 +359,76 @@ impl Executor {
         }
     }
 
+    /// Start, stop, restart or remove the stack's containers as they are. The manifest only
+    /// gives the start order; without it (the version left the catalog) stop and remove
+    /// still work, and start follows the containers' service names.
+    async fn lifecycle(
+        &self,
+        kind: DeploymentKind,
+        request: &DeploymentRequest,
+        spec: Option<StackSpec>,
+        deadline: Instant,
+    ) -> Result<Outcome, WorkerError> {
+        let Some(env) = environments::get(&self.pool, &request.environment).await? else {
+            return Ok(failed(
+                FailureKind::Failure,
+                format!("environment '{}' no longer exists", request.environment),
+            ));
+        };
+        let docker = match self.client(&env.docker_endpoint).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(failed(self.docker_failure(&e), e.to_string())),
+        };
+        let stack = &request.stack;
+        let work = async {
+            let services = match &spec {
+                Some(spec) => spec.services.iter().map(|s| s.name.clone()).collect(),
+                None => stack_services(&docker, stack).await?,
+            };
+            let until = Some(deadline.into_std());
+            let containers = |n: usize| format!("{n} container{}", if n == 1 { "" } else { "s" });
+            Ok::<_, DockerError>(match kind {
+                DeploymentKind::Stop => {
+                    let n = docker.stop_stack(stack, &services).await?;
+                    format!("Stopped {} of stack {stack}", containers(n))
+                }
+                DeploymentKind::Start => {
+                    let n = docker.start_stack(stack, &services, until).await?;
+                    format!("Started {} of stack {stack}", containers(n))
+                }
+                DeploymentKind::Restart => {
+                    docker.stop_stack(stack, &services).await?;
+                    docker.start_stack(stack, &services, until).await?;
+                    format!("Restarted {} of stack {stack}", containers(services.len()))
+                }
+                _ => {
+                    let removal = request.removal.unwrap_or_default();
+                    let images = match removal.images {
+                        true => docker.stack_images(stack).await?,
+                        false => Vec::new(),
+                    };
+                    docker.remove_stack(stack, removal.volumes).await?;
+                    let mut summary = format!("Removed stack {stack}");
+                    if removal.volumes {
+                        summary.push_str(" with its volumes");
+                    }
+                    if removal.images {
+                        let done = docker.remove_images(&images).await?;
+                        summary.push_str(&format!("; images removed: {}", done.removed.len()));
+                        for (image, why) in done.kept {
+                            summary.push_str(&format!("; kept {image}: {why}"));
+                        }
+                    }
+                    summary
+                }
+            })
+        };
+        Ok(match work.await {
+            Ok(summary) => Outcome::Changed { summary },
+            Err(e) => failed(self.docker_failure(&e), e.to_string()),
+        })
+    }
+
     /// The catalog manifest of the requested version, with its variables.
     async fn resolve(
         &self,
@@ -401,6 +481,7 @@ impl Executor {
     async fn finish(
         &self,
         deployment: Uuid,
+        kind: DeploymentKind,
         request: &DeploymentRequest,
         lease: &Lease,
         metadata: &Metadata,
@@ -439,6 +520,7 @@ impl Executor {
                     deployment,
                     version: request.version.clone(),
                     digests,
+                    summary: None,
                 };
                 store::append(
                     &mut tx,
@@ -449,6 +531,52 @@ impl Executor {
                 )
                 .await?;
                 tracing::info!(%deployment, "deployment succeeded");
+            }
+            Outcome::Changed { summary } => {
+                let (environment, stack) = (request.environment.clone(), request.stack.clone());
+                let change = match kind {
+                    DeploymentKind::Stop => Event::StackStopped {
+                        environment,
+                        stack,
+                        deployment,
+                    },
+                    DeploymentKind::Remove => Event::StackRemoved {
+                        environment,
+                        stack,
+                        deployment,
+                        removal: request.removal.unwrap_or_default(),
+                    },
+                    _ => Event::StackStarted {
+                        environment,
+                        stack,
+                        deployment,
+                    },
+                };
+                let stack_stream = stream::stack(&request.environment, &request.stack);
+                let version = store::stream_version(&mut tx, &stack_stream).await?;
+                store::append(
+                    &mut tx,
+                    &stack_stream,
+                    ExpectedVersion::Exactly(version),
+                    &[change],
+                    metadata,
+                )
+                .await?;
+                let succeeded = Event::DeploymentSucceeded {
+                    deployment,
+                    version: request.version.clone(),
+                    digests: BTreeMap::new(),
+                    summary: Some(summary),
+                };
+                store::append(
+                    &mut tx,
+                    &stream_id,
+                    ExpectedVersion::Any,
+                    &[succeeded],
+                    metadata,
+                )
+                .await?;
+                tracing::info!(%deployment, kind = kind.as_str(), "lifecycle deployment succeeded");
             }
             Outcome::Failed {
                 kind,
@@ -744,4 +872,21 @@ impl ConvergeObserver for Recorder<'_> {
         };
         self.record(event).await.map_err(|e| e.to_string())
     }
+}
+
+/// The services a stack's containers belong to (by compose label), in name order: the start
+/// order when the manifest is not at hand.
+async fn stack_services(docker: &DockerClient, stack: &str) -> Result<Vec<String>, DockerError> {
+    let mut services: Vec<String> = docker
+        .stack_containers(stack)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.name == crate::docker::container_name(stack, c.service.as_deref().unwrap_or(""))
+        })
+        .filter_map(|c| c.service)
+        .collect();
+    services.sort();
+    services.dedup();
+    Ok(services)
 }

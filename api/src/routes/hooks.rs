@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use shiplog_events::apikey::Permission;
+use shiplog_events::commands::lifecycle::{self, Action, Lifecycle};
 use shiplog_events::commands::{catalog, deployments};
 use shiplog_events::queries;
 use uuid::Uuid;
@@ -47,6 +48,14 @@ struct DeployRequest {
     force: bool,
 }
 
+/// `restart-containers` and `stop-containers`: the whole stack, as it runs.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ContainersRequest {
+    stack_name: String,
+    environment_id: Option<String>,
+}
+
 /// The fields every deployment hook's body has.
 trait HookBody: serde::de::DeserializeOwned {
     fn stack_name(&self) -> &str;
@@ -65,7 +74,12 @@ macro_rules! hook_body {
         }
     )*};
 }
-hook_body!(RedeployRequest, UpgradeRequest, DeployRequest);
+hook_body!(
+    RedeployRequest,
+    UpgradeRequest,
+    DeployRequest,
+    ContainersRequest
+);
 
 /// What every deployment hook checks first, in this order: the permission, the body, the
 /// key's stack scope, the `Idempotency-Key`, the environment (the key's scope or the body's).
@@ -413,9 +427,73 @@ async fn wait_if_asked(state: &AppState, query: &WaitQuery, id: Uuid) -> Result<
     }
 }
 
+/// Restart or stop every container of a stack: a deployment of its own, in request order
+/// with the stack's other deployments.
+async fn containers_hook(
+    state: &AppState,
+    caller: &KeyCaller,
+    query: &WaitQuery,
+    req: &HttpRequest,
+    raw: &[u8],
+    (permission, action): (Permission, Action),
+) -> Result<HttpResponse, ApiError> {
+    let (body, environment, idempotency) =
+        accept::<ContainersRequest>(caller, permission, req, raw)?;
+    let cmd = Lifecycle {
+        environment,
+        stack: body.stack_name,
+        action,
+    };
+    let requested =
+        lifecycle::request(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
+    let response = RedeployResponse {
+        outcome: Outcome {
+            success: true,
+            message: format!(
+                "Successfully triggered {} of the containers of '{}'.",
+                action.as_str(),
+                cmd.stack
+            ),
+            deployment_id: requested.deployment,
+            status: None,
+        },
+        stack_name: cmd.stack.clone(),
+        stack_version: requested.request.version.clone(),
+    };
+    answer(state, query, response).await
+}
+
+#[post("/api/hooks/restart-containers")]
+#[tracing::instrument(name = "hook restart-containers", skip_all, fields(key = %caller.key.id))]
+async fn restart_containers(
+    state: web::Data<AppState>,
+    caller: KeyCaller,
+    query: web::Query<WaitQuery>,
+    req: HttpRequest,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let what = (Permission::HooksRestartContainers, Action::Restart);
+    containers_hook(&state, &caller, &query, &req, &raw, what).await
+}
+
+#[post("/api/hooks/stop-containers")]
+#[tracing::instrument(name = "hook stop-containers", skip_all, fields(key = %caller.key.id))]
+async fn stop_containers(
+    state: web::Data<AppState>,
+    caller: KeyCaller,
+    query: web::Query<WaitQuery>,
+    req: HttpRequest,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let what = (Permission::HooksStopContainers, Action::Stop);
+    containers_hook(&state, &caller, &query, &req, &raw, what).await
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(redeploy)
         .service(upgrade)
         .service(deploy)
+        .service(restart_containers)
+        .service(stop_containers)
         .service(sync_sources);
 }

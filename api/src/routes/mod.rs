@@ -4,5 +4,6 @@ pub mod admin;
 pub mod deployments;
 pub mod health;
 pub mod hooks;
+pub mod lifecycle;
 pub mod openapi;
 pub mod stream;

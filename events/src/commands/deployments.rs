@@ -60,7 +60,7 @@ pub fn validate_version(version: &str) -> Result<()> {
     }
 }
 
-fn not_deployed(stack: &str, environment: &str) -> Error {
+pub(super) fn not_deployed(stack: &str, environment: &str) -> Error {
     Error::Invalid(format!(
         "stack '{stack}' is not deployed in environment '{environment}'"
     ))
@@ -77,6 +77,7 @@ pub fn decide_redeploy(id: Uuid, cmd: &Redeploy, current: Option<&StackState>) -
         variables: current.variables.clone(),
         force: cmd.force,
         images: BTreeMap::new(),
+        removal: None,
     }))
 }
 
@@ -124,6 +125,7 @@ pub fn decide_upgrade(
         variables,
         force: false,
         images: BTreeMap::new(),
+        removal: None,
     }))
 }
 
@@ -144,6 +146,7 @@ pub fn decide_install(
         variables,
         force: false,
         images: BTreeMap::new(),
+        removal: None,
     }))
 }
 
@@ -464,10 +467,11 @@ pub fn decide_rollback(
         variables: earlier.variables.clone(),
         force: false,
         images,
+        removal: None,
     }))
 }
 
-async fn validate_target(pool: &PgPool, environment: &str, stack: &str) -> Result<()> {
+pub(super) async fn validate_target(pool: &PgPool, environment: &str, stack: &str) -> Result<()> {
     validate_name("environment id", environment)?;
     validate_name("stack name", stack)?;
     if super::environments::get(pool, environment).await?.is_none() {
@@ -480,7 +484,11 @@ async fn validate_target(pool: &PgPool, environment: &str, stack: &str) -> Resul
 
 /// Requests for one stack are decided one at a time (until their transaction ends), so a
 /// burst sees the deployment the first request queued and joins it.
-async fn lock_stack_requests(tx: &mut PgConnection, environment: &str, stack: &str) -> Result<()> {
+pub(super) async fn lock_stack_requests(
+    tx: &mut PgConnection,
+    environment: &str,
+    stack: &str,
+) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("shiplog-requests:{environment}/{stack}"))
         .execute(tx)
@@ -578,7 +586,7 @@ async fn load(conn: &mut PgConnection, deployment: Uuid) -> Result<Requested> {
 }
 
 /// A repeat of an idempotent request answers what the first one did.
-async fn replay(
+pub(super) async fn replay(
     conn: &mut PgConnection,
     idempotency: Option<&Idempotency>,
 ) -> Result<Option<Requested>> {
@@ -652,7 +660,7 @@ async fn finish(
 
 /// Appends the request and pushes its job in the same transaction: a client that got a
 /// deployment id has a durable request and a queued job.
-async fn submit(
+pub(super) async fn submit(
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     event: Event,
     metadata: &Metadata,

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod deployments;
 pub mod environments;
 pub mod keys;
+pub mod lifecycle;
 
 use crate::error::{Error, Result};
 

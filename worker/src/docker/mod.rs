@@ -18,6 +18,7 @@ mod converge;
 mod error;
 mod health;
 mod image;
+mod lifecycle;
 mod ops;
 mod stack;
 
@@ -32,6 +33,7 @@ pub use converge::{
 };
 pub use error::DockerError;
 pub use image::{ImageReference, PulledImage};
+pub use lifecycle::ImageRemoval;
 pub use stack::ContainerInfo;
 
 /// Label names shared with docker compose, and Shiplog's own.
