@@ -24,7 +24,8 @@ FROM ${RUNTIME_IMAGE} AS runtime-base
 RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates; \
+    # openssh-client: the worker's ssh:// endpoints (docs/environments.md).
+    apt-get install -y --no-install-recommends ca-certificates openssh-client; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log; \
     groupadd --system --gid 10001 shiplog; \
