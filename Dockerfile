@@ -21,10 +21,11 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # --- runtime-base: what both variants share --------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime-base
+# openssh-client: the worker's ssh:// environments (docs/environments.md).
 RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates; \
+    apt-get install -y --no-install-recommends ca-certificates openssh-client; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log; \
     groupadd --system --gid 10001 shiplog; \

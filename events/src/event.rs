@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::catalog::VariableDef;
+use crate::endpoint::{SshOptions, TlsFiles};
 
 /// Streams are named `<kind>-<id>`; these build the names in one place.
 pub mod stream {
@@ -148,6 +149,13 @@ pub enum Event {
         id: String,
         name: String,
         docker_endpoint: String,
+        /// Where the worker finds the TLS client files of a `tcp://` endpoint (paths only:
+        /// key material never enters the log).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<TlsFiles>,
+        /// How the worker authenticates an `ssh://` endpoint.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssh: Option<SshOptions>,
     },
     ApiKeyCreated {
         id: Uuid,

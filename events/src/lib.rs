@@ -5,6 +5,7 @@ pub mod apikey;
 pub mod catalog;
 pub mod commands;
 pub mod db;
+pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod lease;

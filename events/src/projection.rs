@@ -28,15 +28,19 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             id,
             name,
             docker_endpoint,
+            tls,
+            ssh,
         } => {
             sqlx::query(
-                "INSERT INTO environments (id, name, docker_endpoint, created_at)
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO environments (id, name, docker_endpoint, created_at, tls, ssh)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id)
             .bind(name)
             .bind(docker_endpoint)
             .bind(at)
+            .bind(tls.as_ref().map(sqlx::types::Json))
+            .bind(ssh.as_ref().map(sqlx::types::Json))
             .execute(tx)
             .await?;
         }

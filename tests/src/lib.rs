@@ -215,6 +215,8 @@ pub fn worker_config(database_url: &str) -> WorkerConfig {
         heartbeat_ms: 1000,
         transient_attempts: 3,
         retry_backoff_ms: 200,
+        probe_interval_ms: 1000,
+        probe_timeout_ms: 3000,
         db_max_connections: 10,
         db_acquire_timeout_ms: 10_000,
         // Off: many workers share one test process; a test that reads them sets an address.

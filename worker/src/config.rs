@@ -53,6 +53,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "SHIPLOG_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
 
+    /// How often each served environment's engine is pinged (its status in
+    /// `GET /api/environments`), in milliseconds.
+    #[arg(long, env = "SHIPLOG_PROBE_INTERVAL_MS", default_value_t = 5000)]
+    pub probe_interval_ms: u64,
+
+    /// How long a ping may take before the engine counts as unreachable, in milliseconds.
+    #[arg(long, env = "SHIPLOG_PROBE_TIMEOUT_MS", default_value_t = 5000)]
+    pub probe_timeout_ms: u64,
+
     /// Maximum PostgreSQL connections of this process.
     #[arg(long, env = "SHIPLOG_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
@@ -81,6 +90,8 @@ impl WorkerConfig {
             transient_attempts: self.transient_attempts.max(1),
             max_deployments: self.max_deployments.max(1),
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+            probe_interval: Duration::from_millis(self.probe_interval_ms.max(100)),
+            probe_timeout: Duration::from_millis(self.probe_timeout_ms.max(100)),
         }
     }
 }
@@ -95,4 +106,6 @@ pub struct Settings {
     pub transient_attempts: u32,
     pub retry_backoff: Duration,
     pub max_deployments: usize,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
 }

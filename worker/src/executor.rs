@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use shiplog_events::catalog;
 use shiplog_events::commands::{deployments, environments};
+use shiplog_events::endpoint::Endpoint;
 use shiplog_events::event::{
     DeployedService, DeploymentKind, DeploymentRequest, Event, FailureKind, Metadata,
     RecordedEvent, stream,
@@ -41,8 +42,8 @@ pub struct Executor {
     pool: PgPool,
     worker: String,
     settings: Settings,
-    /// One client per Docker endpoint, made on first use.
-    clients: Mutex<HashMap<String, DockerClient>>,
+    /// One client per Docker endpoint (with its TLS/SSH settings), made on first use.
+    clients: Mutex<HashMap<Endpoint, DockerClient>>,
     /// The process-wide limit of deployments carried out at once.
     permits: Semaphore,
     metrics: Arc<WorkerMetrics>,
@@ -91,6 +92,10 @@ impl Executor {
 
     pub fn worker(&self) -> &str {
         &self.worker
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Runs one deployment to a terminal state. `Err` only when the database (or the
@@ -304,15 +309,9 @@ impl Executor {
             Ok(spec) => spec,
             Err(outcome) => return Ok(outcome),
         };
-        let Some(env) = environments::get(&self.pool, &request.environment).await? else {
-            return Ok(failed(
-                FailureKind::Failure,
-                format!("environment '{}' no longer exists", request.environment),
-            ));
-        };
-        let docker = match self.client(&env.docker_endpoint).await {
-            Ok(docker) => docker,
-            Err(e) => return Ok(failed(self.docker_failure(&e), e.to_string())),
+        let (env, docker) = match self.engine(&request.environment).await? {
+            Ok(engine) => engine,
+            Err(outcome) => return Ok(outcome),
         };
 
         // Every image first: a failed pull ends the deployment before anything runs.
@@ -324,7 +323,10 @@ impl Executor {
                 .await
             {
                 Ok(p) => p,
-                Err(e) => return Ok(failed(self.docker_failure(&e), e.to_string())),
+                Err(e) => {
+                    self.engine_failed(&env.id, &e).await;
+                    return Ok(failed(self.docker_failure(&e), e.to_string()));
+                }
             };
             let event = Event::ImagePulled {
                 deployment,
@@ -350,6 +352,7 @@ impl Executor {
                 if let DockerError::LeaseLost(_) = failure.error {
                     return Err(shiplog_events::Error::LeaseLost(lease_key(request)).into());
                 }
+                self.engine_failed(&env.id, &failure.error).await;
                 Ok(Outcome::Failed {
                     kind: self.docker_failure(&failure.error),
                     reason: failure.to_string(),
@@ -369,15 +372,9 @@ impl Executor {
         spec: Option<StackSpec>,
         deadline: Instant,
     ) -> Result<Outcome, WorkerError> {
-        let Some(env) = environments::get(&self.pool, &request.environment).await? else {
-            return Ok(failed(
-                FailureKind::Failure,
-                format!("environment '{}' no longer exists", request.environment),
-            ));
-        };
-        let docker = match self.client(&env.docker_endpoint).await {
-            Ok(docker) => docker,
-            Err(e) => return Ok(failed(self.docker_failure(&e), e.to_string())),
+        let (env, docker) = match self.engine(&request.environment).await? {
+            Ok(engine) => engine,
+            Err(outcome) => return Ok(outcome),
         };
         let stack = &request.stack;
         let work = async {
@@ -425,8 +422,32 @@ impl Executor {
         };
         Ok(match work.await {
             Ok(summary) => Outcome::Changed { summary },
-            Err(e) => failed(self.docker_failure(&e), e.to_string()),
+            Err(e) => {
+                self.engine_failed(&env.id, &e).await;
+                failed(self.docker_failure(&e), e.to_string())
+            }
         })
+    }
+
+    /// The environment's engine, connected; or the outcome to record when it is gone or
+    /// cannot be reached (recorded as the environment's last error too).
+    async fn engine(
+        &self,
+        environment: &str,
+    ) -> Result<Result<(environments::Environment, DockerClient), Outcome>, WorkerError> {
+        let Some(env) = environments::get(&self.pool, environment).await? else {
+            return Ok(Err(failed(
+                FailureKind::Failure,
+                format!("environment '{environment}' no longer exists"),
+            )));
+        };
+        match self.client(&env.endpoint()).await {
+            Ok(docker) => Ok(Ok((env, docker))),
+            Err(e) => {
+                self.engine_failed(&env.id, &e).await;
+                Ok(Err(failed(self.docker_failure(&e), e.to_string())))
+            }
+        }
     }
 
     /// The catalog manifest of the requested version, with its variables.
@@ -466,14 +487,50 @@ impl Executor {
         Ok(Ok(spec))
     }
 
-    async fn client(&self, endpoint: &str) -> Result<DockerClient, DockerError> {
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(endpoint) {
+    async fn client(&self, endpoint: &Endpoint) -> Result<DockerClient, DockerError> {
+        if let Some(client) = self.clients.lock().await.get(endpoint) {
             return Ok(client.clone());
         }
-        let client = DockerClient::connect(endpoint, self.settings.docker_timeout).await?;
-        clients.insert(endpoint.to_owned(), client.clone());
+        // Not under the lock: an engine that hangs must not hold up the others.
+        let client = DockerClient::connect_to(endpoint, self.settings.docker_timeout).await?;
+        self.clients
+            .lock()
+            .await
+            .insert(endpoint.clone(), client.clone());
         Ok(client)
+    }
+
+    /// Checks that an environment's engine answers a ping within the probe timeout.
+    pub async fn probe(&self, env: &environments::Environment) -> Result<(), DockerError> {
+        let endpoint = env.endpoint();
+        let check = async {
+            let client = self.client(&endpoint).await?;
+            client.ping().await
+        };
+        match tokio::time::timeout(self.settings.probe_timeout, check).await {
+            Ok(result) => result,
+            Err(_) => Err(DockerError::Unreachable {
+                endpoint: endpoint.url,
+                message: format!(
+                    "no answer to a ping within {} ms",
+                    self.settings.probe_timeout.as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// A deployment could not talk to the engine: the environment's status says so now,
+    /// not only at the next probe.
+    async fn engine_failed(&self, environment: &str, error: &DockerError) {
+        if !error.is_connection() {
+            return;
+        }
+        let text = error.to_string();
+        if let Err(e) =
+            environments::record_status(&self.pool, environment, &self.worker, Err(&text)).await
+        {
+            tracing::warn!(%environment, error = %e, "cannot record the engine's status");
+        }
     }
 
     /// Records the terminal events: on success the stack's new state and the deployment's

@@ -6,4 +6,5 @@ pub mod docker;
 pub mod error;
 pub mod executor;
 pub mod metrics;
+pub mod probe;
 pub mod runner;

@@ -80,6 +80,12 @@ pub async fn run(
                         continue;
                     }
                     tracing::info!(environment = %env.id, "consuming deployments");
+                    tasks.push(tokio::spawn(crate::probe::run(
+                        pool.clone(),
+                        executor.clone(),
+                        env.id.clone(),
+                        shutdown.clone(),
+                    )));
                     tasks.push(tokio::spawn(supervise(
                         pool.clone(),
                         executor.clone(),

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shiplog_events::commands::{catalog, deployments, environments, keys};
+use shiplog_events::endpoint::{SshRequest, TlsRequest};
 use shiplog_events::queries;
 use uuid::Uuid;
 
@@ -19,6 +20,10 @@ struct NewEnvironment {
     id: String,
     name: String,
     docker_endpoint: String,
+    /// `tcp://` endpoints: the TLS client files on the workers' hosts.
+    tls: Option<TlsRequest>,
+    /// `ssh://` endpoints: identity and known_hosts files on the workers' hosts.
+    ssh: Option<SshRequest>,
 }
 
 #[post("/api/environments")]
@@ -28,14 +33,14 @@ async fn create_environment(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body: NewEnvironment = parse_json(&body)?;
-    environments::register(
-        &state.pool,
-        &body.id,
-        &body.name,
-        &body.docker_endpoint,
-        &admin.metadata,
-    )
-    .await?;
+    let new = environments::NewEnvironment {
+        id: &body.id,
+        name: &body.name,
+        docker_endpoint: &body.docker_endpoint,
+        tls: body.tls.as_ref(),
+        ssh: body.ssh.as_ref(),
+    };
+    environments::register(&state.pool, &new, &admin.metadata).await?;
     let created = environments::get(&state.pool, &body.id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("environment '{}' not found", body.id)))?;

@@ -19,6 +19,18 @@ pub enum DockerError {
     #[error("Docker engine at {endpoint} is unreachable: {message}")]
     Unreachable { endpoint: String, message: String },
 
+    /// The TLS connection failed on a certificate (the engine refused ours, or we refused
+    /// the engine's), or this worker cannot read the TLS files the environment names.
+    #[error(
+        "TLS connection to the Docker engine at {endpoint} failed (certificate or TLS files): {message}"
+    )]
+    Tls { endpoint: String, message: String },
+
+    /// ssh gave up before the engine answered (key refused, unknown or changed host key,
+    /// host unreachable, no docker on the host): `message` carries ssh's own words.
+    #[error("SSH connection to the Docker engine at {endpoint} failed: {message}")]
+    Ssh { endpoint: String, message: String },
+
     /// A call did not complete within its deadline.
     #[error("Docker call timed out after {}s: {operation}", .after.as_secs_f32())]
     Timeout { operation: String, after: Duration },
@@ -92,7 +104,12 @@ impl DockerError {
     /// `true` when retrying the same deployment later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
+            // A refused certificate or ssh key is retried like an unreachable engine: the
+            // deployment still ends in `error` (infrastructure), and a rotation in progress
+            // may finish meanwhile.
             DockerError::Unreachable { .. }
+            | DockerError::Tls { .. }
+            | DockerError::Ssh { .. }
             | DockerError::Timeout { .. }
             | DockerError::PullFailed { .. }
             | DockerError::ImageMoved { .. } => true,
@@ -114,6 +131,18 @@ impl DockerError {
             DockerError::Api { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// `true` when the engine itself could not be talked to (as opposed to an engine that
+    /// answered with an error): what the environment's status records.
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            DockerError::Unreachable { .. }
+                | DockerError::Tls { .. }
+                | DockerError::Ssh { .. }
+                | DockerError::InvalidEndpoint { .. }
+        )
     }
 
     pub(crate) fn is_status(&self, wanted: u16) -> bool {

@@ -20,12 +20,15 @@ mod health;
 mod image;
 mod lifecycle;
 mod ops;
+mod ssh;
 mod stack;
+mod transport;
 
 use std::future::Future;
 use std::time::Duration;
 
 use bollard::Docker;
+use shiplog_events::endpoint::Endpoint;
 
 pub use converge::{
     ConvergeContext, ConvergeFailure, ConvergeObserver, ConvergeReport, NoopObserver,
@@ -92,34 +95,27 @@ impl std::fmt::Debug for DockerClient {
 }
 
 impl DockerClient {
-    /// Connects to `unix:///path` (or a bare absolute socket path), `tcp://host:port` or
-    /// `http://host:port`, and negotiates the API version with the engine (so a newer
-    /// client talks to an older engine in the engine's version). `call_timeout` bounds every
-    /// later call (stops get the stop grace period on top).
+    /// Connects to a plain endpoint (`unix:///path`, a bare socket path, `tcp://host:port`,
+    /// `http://host:port`, or `ssh://…` with ssh's own defaults): see [`Self::connect_to`].
     pub async fn connect(endpoint: &str, call_timeout: Duration) -> Result<Self, DockerError> {
+        Self::connect_to(&Endpoint::plain(endpoint), call_timeout).await
+    }
+
+    /// Connects to an environment's endpoint (with its TLS files or SSH settings) and
+    /// negotiates the API version with the engine (so a newer client talks to an older
+    /// engine in the engine's version). `call_timeout` bounds every later call (stops get
+    /// the stop grace period on top).
+    pub async fn connect_to(
+        endpoint: &Endpoint,
+        call_timeout: Duration,
+    ) -> Result<Self, DockerError> {
         // bollard's own timeout only covers the wait for response headers; keep it above
         // ours so that ours is the one that fires, stops included.
         let client_timeout = call_timeout.as_secs() + STOP_GRACE.as_secs() + 5;
-        let version = bollard::API_DEFAULT_VERSION;
-        let connected = if endpoint.starts_with("unix://") || endpoint.starts_with('/') {
-            Docker::connect_with_unix(endpoint, client_timeout, version)
-        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(endpoint, client_timeout, version)
-        } else {
-            return Err(DockerError::InvalidEndpoint {
-                endpoint: endpoint.to_owned(),
-                message: "expected unix:///path, tcp://host:port or http://host:port \
-                          (TLS endpoints are not supported by this build)"
-                    .to_owned(),
-            });
-        };
-        let docker = connected.map_err(|err| DockerError::Unreachable {
-            endpoint: endpoint.to_owned(),
-            message: error::chain(&err),
-        })?;
+        let docker = transport::open(endpoint, client_timeout, call_timeout)?;
         let mut client = DockerClient {
             docker: docker.clone(),
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.url.clone(),
             call_timeout,
         };
         client.docker = client
@@ -193,6 +189,16 @@ impl DockerClient {
                 operation: operation.to_owned(),
                 after: deadline,
             },
+            E::HyperLegacyError { .. } | E::HyperResponseError { .. } | E::IOError { .. }
+                if !matches!(transport::cause(&err), transport::Cause::Other) =>
+            {
+                let message = format!("{operation}: {}", error::chain(&err));
+                let endpoint = self.endpoint.clone();
+                match transport::cause(&err) {
+                    transport::Cause::Tls => DockerError::Tls { endpoint, message },
+                    _ => DockerError::Ssh { endpoint, message },
+                }
+            }
             E::HyperLegacyError { .. }
             | E::HyperResponseError { .. }
             | E::IOError { .. }
