@@ -8,6 +8,7 @@ pub mod db;
 pub mod endpoint;
 pub mod error;
 pub mod event;
+pub mod inventory;
 pub mod lease;
 pub mod listen;
 pub mod projection;

@@ -190,6 +190,34 @@ pub async fn stacks(pool: &PgPool, environment: &str) -> Result<Vec<Stack>> {
     .await?)
 }
 
+/// An entry of an environment's stack listing: a stack Shiplog deployed, or a compose
+/// project a worker saw on the engine that Shiplog does not manage (read-only).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ListedStack {
+    Managed {
+        #[serde(flatten)]
+        stack: Stack,
+        managed: bool,
+    },
+    Unmanaged(crate::inventory::UnmanagedProject),
+}
+
+/// Shiplog's stacks by name, then the unmanaged projects last seen on the engine.
+pub async fn stack_listing(pool: &PgPool, environment: &str) -> Result<Vec<ListedStack>> {
+    let managed = stacks(pool, environment).await?;
+    let names: Vec<&str> = managed.iter().map(|s| s.stack_name.as_str()).collect();
+    let unmanaged = crate::inventory::unmanaged(pool, environment, &names).await?;
+    Ok(managed
+        .into_iter()
+        .map(|stack| ListedStack::Managed {
+            stack,
+            managed: true,
+        })
+        .chain(unmanaged.into_iter().map(ListedStack::Unmanaged))
+        .collect())
+}
+
 /// The stack as it was at `at`, folded from its event stream (not from the read model):
 /// the last deployment that had ended successfully by then. `None` if none had.
 pub async fn stack_at(

@@ -343,3 +343,97 @@ async fn starting_a_stack_whose_container_is_gone_fails_and_says_to_redeploy() {
     assert!(running(&container(&stack, "web")));
     assert_eq!(stack_view(&app, &stack).await.body["state"], "running");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_projects_shiplog_does_not_manage_are_listed_read_only() {
+    let app = spawn_app().await;
+    app.register_local_environment(ENV).await;
+    let stack = unique_name();
+    let other = unique_name();
+    let _guards = (StackGuard::new(&stack), StackGuard::new(&other));
+    app.catalog.write(
+        "app/1.0.0.yml",
+        &web_manifest(&stack, "1.0.0", &image("web:v1"), "    {}", ""),
+    );
+    assert_eq!(app.add_catalog_source().await.status, 201);
+    let d = app
+        .wait_terminal(&app.install(ENV, &stack, "1.0.0", json!({})).await)
+        .await;
+    assert_eq!(d["status"], "success", "{d}");
+    // Someone ran `docker compose up` for another project on the same engine.
+    let project = format!("com.docker.compose.project={other}");
+    for service in ["api", "job"] {
+        docker(&[
+            "create",
+            "--name",
+            &format!("{other}-{service}-1"),
+            "--label",
+            &project,
+            "--label",
+            &format!("com.docker.compose.service={service}"),
+            &image("web:v1"),
+        ]);
+    }
+    docker(&["start", &format!("{other}-api-1")]);
+
+    // Workers probe every second in tests; wait (bounded) for the observation.
+    let mut listed = Vec::new();
+    for _ in 0..100 {
+        let r = app
+            .admin(
+                Method::GET,
+                &format!("/api/environments/{ENV}/stacks"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        listed = r.body.as_array().unwrap().clone();
+        // Observed after `docker start` (an earlier probe may have seen both created).
+        if listed
+            .iter()
+            .any(|s| s["stackName"] == other.as_str() && s["state"] == "partial")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ours = listed
+        .iter()
+        .find(|s| s["stackName"] == stack.as_str())
+        .expect("the managed stack is listed");
+    assert_eq!(ours["managed"], true);
+    assert_eq!(ours["version"], "1.0.0");
+    let theirs = listed
+        .iter()
+        .find(|s| s["stackName"] == other.as_str())
+        .unwrap_or_else(|| panic!("the unmanaged project is listed: {listed:?}"));
+    assert_eq!(theirs["managed"], false);
+    assert_eq!(theirs["readOnly"], true);
+    assert_eq!(theirs["state"], "partial");
+    let containers: Vec<(&str, &str)> = theirs["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["service"].as_str().unwrap(), c["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(containers, vec![("api", "running"), ("job", "created")]);
+    // The managed stack is not listed twice.
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|s| s["stackName"] == stack.as_str())
+            .count(),
+        1
+    );
+
+    // Read-only: Shiplog does not act on it.
+    let r = app
+        .admin(
+            Method::POST,
+            &format!("/api/environments/{ENV}/stacks/{other}/stop"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(running(&format!("{other}-api-1")));
+}

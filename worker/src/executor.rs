@@ -14,6 +14,7 @@ use shiplog_events::event::{
     DeployedService, DeploymentKind, DeploymentRequest, Event, FailureKind, Metadata,
     RecordedEvent, stream,
 };
+use shiplog_events::inventory::ObservedContainer;
 use shiplog_events::lease::{self, Lease};
 use shiplog_events::spec::StackSpec;
 use shiplog_events::store::{self, ExpectedVersion};
@@ -500,12 +501,17 @@ impl Executor {
         Ok(client)
     }
 
-    /// Checks that an environment's engine answers a ping within the probe timeout.
-    pub async fn probe(&self, env: &environments::Environment) -> Result<(), DockerError> {
+    /// Checks that an environment's engine answers a ping within the probe timeout, and
+    /// lists the compose containers there (what the stack listing shows beside the log).
+    pub async fn probe(
+        &self,
+        env: &environments::Environment,
+    ) -> Result<Vec<ObservedContainer>, DockerError> {
         let endpoint = env.endpoint();
         let check = async {
             let client = self.client(&endpoint).await?;
-            client.ping().await
+            client.ping().await?;
+            client.compose_containers().await
         };
         match tokio::time::timeout(self.settings.probe_timeout, check).await {
             Ok(result) => result,

@@ -1,6 +1,7 @@
 //! Engine probes: every few seconds each worker pings the engine of every environment it
 //! serves and records the outcome in `environment_status` (shown by
-//! `GET /api/environments`). Deployments that cannot reach an engine record it too, at once.
+//! `GET /api/environments`), and the compose containers it saw in `environment_containers`
+//! (unmanaged projects in `GET /api/environments/{env}/stacks`). Deployments that cannot reach an engine record it too, at once.
 //!
 //! Observed state, not a domain decision: a plain table overwritten by the newest check,
 //! not events, which would fill the log with one observation per worker every few seconds.
@@ -8,6 +9,7 @@
 use std::sync::Arc;
 
 use shiplog_events::commands::environments;
+use shiplog_events::inventory;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -25,10 +27,20 @@ pub async fn run(
         match environments::get(&pool, &environment).await {
             Ok(Some(env)) => {
                 let outcome = executor.probe(&env).await;
-                if let Err(e) = &outcome {
-                    tracing::debug!(%environment, error = %e, "engine probe failed");
-                }
-                let text = outcome.err().map(|e| e.to_string());
+                let text = match outcome {
+                    Ok(containers) => {
+                        let seen =
+                            inventory::record(&pool, &environment, executor.worker(), containers);
+                        if let Err(e) = seen.await {
+                            tracing::warn!(%environment, error = %e, "cannot record the engine's containers");
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(%environment, error = %e, "engine probe failed");
+                        Some(e.to_string())
+                    }
+                };
                 let recorded = environments::record_status(
                     &pool,
                     &environment,

@@ -248,7 +248,7 @@ async fn list_stacks(
     env: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     existing_environment(&state, &env).await?;
-    Ok(HttpResponse::Ok().json(queries::stacks(&state.pool, &env).await?))
+    Ok(HttpResponse::Ok().json(queries::stack_listing(&state.pool, &env).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -121,3 +121,42 @@ impl DockerClient {
         Ok(outcome)
     }
 }
+
+impl DockerClient {
+    /// Every container on the engine that belongs to a compose project, in any state.
+    pub async fn compose_containers(
+        &self,
+    ) -> Result<Vec<shiplog_events::inventory::ObservedContainer>, DockerError> {
+        use std::collections::HashMap;
+
+        use bollard::query_parameters::ListContainersOptions;
+
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![super::labels::PROJECT.to_owned()],
+            )])),
+            ..Default::default()
+        };
+        let found = self
+            .call(
+                "list compose containers",
+                self.docker.list_containers(Some(options)),
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.clone().unwrap_or_default();
+                Some(shiplog_events::inventory::ObservedContainer {
+                    project: labels.get(super::labels::PROJECT)?.clone(),
+                    name: summary_name(&c),
+                    service: labels.get(super::labels::SERVICE).cloned(),
+                    image: c.image.clone().unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+}
