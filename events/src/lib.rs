@@ -12,6 +12,7 @@ pub mod listen;
 pub mod projection;
 pub mod queries;
 pub mod queue;
+pub mod secret;
 pub mod spec;
 pub mod store;
 
