@@ -7,7 +7,8 @@
 #       first `cargo build --release --bins` on a host whose glibc is not newer than the
 #       runtime image's (2.36 in bookworm): a Debian bookworm host, for instance.
 #
-# Both variants give the same runtime image: RUNTIME_IMAGE + ca-certificates + a non-root
+# Both variants give the same runtime image: RUNTIME_IMAGE + ca-certificates, git and the
+# ssh client (git catalog sources) + a non-root
 # user (uid/gid 10001).  The health check lives in docker-compose.yml.  See docs/compose.md.
 #
 # The stage order matters for the legacy builder (DOCKER_BUILDKIT=0, docker-compose v1,
@@ -25,7 +26,8 @@ FROM ${RUNTIME_IMAGE} AS runtime-base
 RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates openssh-client; \
+    # git (+ ssh client) reads git catalog sources.
+    apt-get install -y --no-install-recommends ca-certificates git openssh-client; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log; \
     groupadd --system --gid 10001 shiplog; \

@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use shiplog_events::catalog::git::GitSettings;
+use shiplog_events::commands::catalog::CatalogSettings;
 use shiplog_events::listen::OptionalAddress;
+use shiplog_events::secret::SecretKey;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -37,12 +40,44 @@ pub struct Config {
     #[arg(long, env = "SHIPLOG_METRICS_LISTEN", default_value = "0.0.0.0:9120")]
     pub metrics_listen: OptionalAddress,
 
+    /// 32-byte key (64 hex digits or base64) that seals secrets stored in the event log,
+    /// such as git source credentials. Unset: sources with credentials are refused.
+    #[arg(long, env = "SHIPLOG_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Where git catalog sources keep their cache repositories (created on demand).
+    /// Default: `shiplog-git-cache` in the system's temporary directory.
+    #[arg(long, env = "SHIPLOG_GIT_CACHE_DIR")]
+    pub git_cache_dir: Option<PathBuf>,
+
+    /// Longest a single git call (fetch, checkout…) may take, in seconds.
+    #[arg(long, env = "SHIPLOG_GIT_TIMEOUT_SECS", default_value_t = 120)]
+    pub git_timeout_secs: u64,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
 }
 
 impl Config {
+    pub fn catalog_settings(&self) -> Result<CatalogSettings, String> {
+        let secret_key = match self.secret_key.as_deref().filter(|k| !k.trim().is_empty()) {
+            None => None,
+            Some(k) => {
+                Some(SecretKey::from_config(k).map_err(|e| format!("SHIPLOG_SECRET_KEY: {e}"))?)
+            }
+        };
+        let mut git = GitSettings::default();
+        if let Some(dir) = &self.git_cache_dir {
+            git.cache_dir = dir.clone();
+        }
+        if self.git_timeout_secs == 0 {
+            return Err("SHIPLOG_GIT_TIMEOUT_SECS must be at least 1".into());
+        }
+        git.timeout = std::time::Duration::from_secs(self.git_timeout_secs);
+        Ok(CatalogSettings { git, secret_key })
+    }
+
     pub fn admin_token_is_usable(&self) -> Result<(), String> {
         match &self.admin_token {
             Some(t) if t.len() < 16 => {

@@ -64,6 +64,7 @@ impl Application {
                 .as_ref()
                 .map(|t| Sha256::digest(t.trim().as_bytes()).into()),
             metrics: Arc::new(ApiMetrics::new()),
+            catalog: config.catalog_settings().map_err(StartupError::Config)?,
         };
         if let Some(dir) = &config.catalog_dir {
             register_catalog_dir(&state, dir).await?;
@@ -157,7 +158,7 @@ async fn register_catalog_dir(state: &AppState, dir: &std::path::Path) -> Result
             tracing::info!(source = %source.id, stacks, "catalog folder registered");
         }
         Err(Error::AlreadyExists(_)) => {
-            let report = catalog::sync_all(&state.pool, &metadata).await?;
+            let report = catalog::sync_all(&state.pool, &state.catalog, &metadata).await?;
             for (source, why) in &report.failures {
                 tracing::warn!(%source, %why, "catalog source failed to sync at start-up");
             }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use shiplog_events::commands::catalog::CatalogSettings;
 use sqlx::PgPool;
 
 use crate::metrics::ApiMetrics;
@@ -12,4 +13,6 @@ pub struct AppState {
     /// SHA-256 of the admin token; `None` disables the administration API.
     pub admin_token_hash: Option<[u8; 32]>,
     pub metrics: Arc<ApiMetrics>,
+    /// Git cache, timeout and the key that seals source credentials.
+    pub catalog: CatalogSettings,
 }

@@ -120,6 +120,41 @@ pub struct DeploymentRequest {
     /// Only on `RemoveRequested`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal: Option<Removal>,
+    /// The catalog source the manifest came from when this was requested (absent in
+    /// requests recorded before sources had revisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_source: Option<String>,
+    /// That source's revision (a git commit; `None` for folders): the manifest this
+    /// deployment runs is the one of this revision, even after the catalog moved on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_revision: Option<String>,
+}
+
+/// Where a git catalog source reads from. Credentials are stored sealed (`secret.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitSourceSpec {
+    pub url: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SealedCredentials>,
+}
+
+/// Credentials of a git source with every secret sealed (`sealed:v1:…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SealedCredentials {
+    Https {
+        username: String,
+        password: String,
+    },
+    Ssh {
+        private_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        known_hosts: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +212,9 @@ pub enum Event {
         id: String,
         kind: String,
         location: String,
+        /// Git sources only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        git: Option<GitSourceSpec>,
     },
     CatalogSynced {
         source: String,
@@ -257,6 +295,11 @@ pub enum Event {
         digests: BTreeMap<String, String>,
         variables: BTreeMap<String, String>,
         services: Vec<DeployedService>,
+        /// The catalog source and revision the deployment ran (from its request).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        catalog_source: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        catalog_revision: Option<String>,
     },
     /// The stack's containers were stopped by a deployment (they still exist).
     StackStopped {
@@ -439,10 +482,31 @@ mod tests {
             force: true,
             images: BTreeMap::new(),
             removal: None,
+            catalog_source: None,
+            catalog_revision: None,
         });
         let (ty, data) = event.to_stored();
         assert_eq!(ty, "RedeployRequested");
         assert_eq!(data["stack"], "web");
         assert_eq!(Event::from_stored(ty, 1, data).unwrap(), event);
+    }
+
+    #[test]
+    fn requests_recorded_before_catalog_revisions_still_read() {
+        let old = serde_json::json!({
+            "deployment": Uuid::nil(), "environment": "prod", "stack": "web",
+            "version": "1.0.0", "previous_version": null, "variables": {}
+        });
+        let Event::UpgradeRequested(r) = Event::from_stored("UpgradeRequested", 1, old).unwrap()
+        else {
+            panic!("wrong event")
+        };
+        assert_eq!((r.catalog_source, r.catalog_revision), (None, None));
+        let old_source =
+            serde_json::json!({ "id": "dir-1", "kind": "directory", "location": "/c" });
+        assert!(matches!(
+            Event::from_stored("CatalogSourceAdded", 1, old_source).unwrap(),
+            Event::CatalogSourceAdded { git: None, .. }
+        ));
     }
 }

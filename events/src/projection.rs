@@ -82,14 +82,29 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             .execute(tx)
             .await?;
         }
-        Event::CatalogSourceAdded { id, kind, location } => {
+        Event::CatalogSourceAdded {
+            id,
+            kind,
+            location,
+            git,
+        } => {
             sqlx::query(
-                "INSERT INTO catalog_sources (id, kind, location, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO catalog_sources (id, kind, location, created_at, git_ref, git_path,
+                                              credentials)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(id)
             .bind(kind)
             .bind(location)
             .bind(at)
+            .bind(git.as_ref().map(|g| &g.reference))
+            .bind(git.as_ref().and_then(|g| g.path.as_ref()))
+            .bind(
+                git.as_ref()
+                    .and_then(|g| g.credentials.as_ref())
+                    .map(serde_json::to_value)
+                    .transpose()?,
+            )
             .execute(tx)
             .await?;
         }
@@ -149,8 +164,9 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             };
             sqlx::query(
                 "INSERT INTO deployments (id, environment_id, stack_name, kind, status,
-                    previous_version, target_version, force, requested_by, created_at)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)",
+                    previous_version, target_version, force, requested_by, created_at,
+                    catalog_source, catalog_revision)
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(r.deployment)
             .bind(&r.environment)
@@ -161,6 +177,8 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             .bind(r.force)
             .bind(recorded.metadata.actor.as_deref().unwrap_or("unknown"))
             .bind(at)
+            .bind(&r.catalog_source)
+            .bind(&r.catalog_revision)
             .execute(&mut *tx)
             .await?;
             add_status(tx, recorded, r.deployment, "queued", "Deployment queued").await?;
@@ -250,16 +268,21 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             digests,
             variables,
             services,
+            catalog_source,
+            catalog_revision,
         } => {
             sqlx::query(
                 "INSERT INTO stacks (environment_id, stack_name, version, variables, digests,
-                    services, last_deployment_id, state, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8)
+                    services, last_deployment_id, state, updated_at, catalog_source,
+                    catalog_revision)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)
                  ON CONFLICT (environment_id, stack_name) DO UPDATE SET
                     version = EXCLUDED.version, variables = EXCLUDED.variables,
                     digests = EXCLUDED.digests, services = EXCLUDED.services,
                     last_deployment_id = EXCLUDED.last_deployment_id,
-                    state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
+                    state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
+                    catalog_source = EXCLUDED.catalog_source,
+                    catalog_revision = EXCLUDED.catalog_revision",
             )
             .bind(environment)
             .bind(stack)
@@ -269,6 +292,8 @@ pub async fn apply(tx: &mut PgConnection, recorded: &RecordedEvent) -> Result<()
             .bind(serde_json::to_value(services)?)
             .bind(deployment)
             .bind(at)
+            .bind(catalog_source)
+            .bind(catalog_revision)
             .execute(tx)
             .await?;
         }

@@ -38,6 +38,9 @@ pub struct Deployment {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The catalog source and revision (git commit) the request resolved its manifest from.
+    pub catalog_source: Option<String>,
+    pub catalog_revision: Option<String>,
 }
 
 impl Deployment {
@@ -49,7 +52,8 @@ impl Deployment {
 macro_rules! deployment_columns {
     () => {
         "id, environment_id, stack_name, kind, status, previous_version, target_version, force,
-         requested_by, attempt, worker, digests, message, created_at, started_at, finished_at"
+         requested_by, attempt, worker, digests, message, created_at, started_at, finished_at,
+         catalog_source, catalog_revision"
     };
 }
 
@@ -170,12 +174,15 @@ pub struct Stack {
     pub last_deployment_id: Uuid,
     pub state: String,
     pub updated_at: DateTime<Utc>,
+    /// The catalog source and revision (git commit) the running version came from.
+    pub catalog_source: Option<String>,
+    pub catalog_revision: Option<String>,
 }
 
 macro_rules! stack_columns {
     () => {
         "environment_id, stack_name, version, variables, digests, services, last_deployment_id,
-         state, updated_at"
+         state, updated_at, catalog_source, catalog_revision"
     };
 }
 
@@ -248,6 +255,8 @@ fn fold_stack(
                 digests,
                 variables,
                 services,
+                catalog_source,
+                catalog_revision,
                 ..
             } => {
                 stack = Some(Stack {
@@ -260,6 +269,8 @@ fn fold_stack(
                     last_deployment_id: *deployment,
                     state: "running".into(),
                     updated_at: recorded.recorded_at,
+                    catalog_source: catalog_source.clone(),
+                    catalog_revision: catalog_revision.clone(),
                 });
             }
             Event::StackStopped { deployment, .. } | Event::StackStarted { deployment, .. } => {

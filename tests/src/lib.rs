@@ -2,6 +2,8 @@
 //! the same process (or as separate processes), catalog folders, Docker clean-up.
 //! Real PostgreSQL, real Docker engine, real local registry: see `scripts/setup-test-env`.
 
+pub mod git;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -186,6 +188,8 @@ pub struct AppOptions {
     pub proxy: bool,
     /// The API's wait for a database connection before it answers 503.
     pub acquire_timeout_ms: u64,
+    /// `SHIPLOG_SECRET_KEY` of the API; `None`: unset.
+    pub secret_key: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -194,6 +198,7 @@ impl Default for AppOptions {
             worker: true,
             proxy: false,
             acquire_timeout_ms: 10_000,
+            secret_key: None,
         }
     }
 }
@@ -247,6 +252,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         // Generous on a loaded CI machine; the outage test sets the production default.
         db_acquire_timeout_ms: options.acquire_timeout_ms,
         metrics_listen: OptionalAddress(Some("127.0.0.1:0".parse().unwrap())),
+        secret_key: options.secret_key.clone(),
+        git_cache_dir: Some(catalog.path.join(".git-cache")),
+        git_timeout_secs: 30,
         log_json: false,
     };
     let app = Application::build(&config)

@@ -34,6 +34,8 @@ async fn record_deployed(app: &TestApp, environment: &str, stack: &str) {
         digests: Default::default(),
         variables: Default::default(),
         services: vec![],
+        catalog_source: None,
+        catalog_revision: None,
     };
     shiplog_events::store::append(
         &mut tx,

@@ -23,6 +23,7 @@ async fn probes_follow_the_database_and_the_migrations() {
         worker: false,
         proxy: true,
         acquire_timeout_ms: 1500,
+        ..Default::default()
     })
     .await;
     assert_eq!(get(&app, "/health").await.body, json!({ "status": "ok" }));

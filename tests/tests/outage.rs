@@ -12,6 +12,7 @@ async fn a_database_outage_is_a_503_and_everything_recovers_by_itself() {
         worker: true,
         proxy: true,
         acquire_timeout_ms: shiplog_events::db::DEFAULT_ACQUIRE_TIMEOUT.as_millis() as u64,
+        ..Default::default()
     })
     .await;
     app.register_local_environment("local").await;

@@ -461,8 +461,7 @@ impl Executor {
             .acquire()
             .await
             .map_err(shiplog_events::Error::from)?;
-        let manifest =
-            deployments::catalog_manifest(&mut conn, &request.stack, &request.version).await?;
+        let manifest = deployments::request_manifest(&mut conn, request).await?;
         let Some(manifest) = manifest else {
             return Ok(Err(failed(
                 FailureKind::Failure,
@@ -570,6 +569,8 @@ impl Executor {
                     digests: digests.clone(),
                     variables: request.variables.clone(),
                     services,
+                    catalog_source: request.catalog_source.clone(),
+                    catalog_revision: request.catalog_revision.clone(),
                 };
                 store::append(
                     &mut tx,

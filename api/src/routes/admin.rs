@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shiplog_events::catalog::git::{GitCredentials, GitLocation};
 use shiplog_events::commands::{catalog, deployments, environments, keys};
 use shiplog_events::endpoint::{SshRequest, TlsRequest};
 use shiplog_events::queries;
@@ -162,12 +163,91 @@ async fn revoke_key(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `{"type":"directory","path"}` or `{"type":"git","url","ref","path"?,"credentials"?}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewSource {
     #[serde(rename = "type")]
     kind: String,
-    path: String,
+    path: Option<String>,
+    url: Option<String>,
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+    credentials: Option<NewCredentials>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum NewCredentials {
+    Https {
+        username: String,
+        password: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Ssh {
+        private_key: String,
+        known_hosts: Option<String>,
+    },
+}
+
+// Hand-written so a request logged with `{:?}` never shows a secret.
+impl std::fmt::Debug for NewCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NewCredentials::Https { .. } => "Https(<redacted>)",
+            NewCredentials::Ssh { .. } => "Ssh(<redacted>)",
+        })
+    }
+}
+
+fn required(value: Option<String>, field: &str, kind: &str) -> Result<String, ApiError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("{field} is required for a {kind} source")))
+}
+
+fn refuse(value: &Option<impl Sized>, field: &str, kind: &str) -> Result<(), ApiError> {
+    match value {
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "{field} is not a field of a {kind} source"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn git_credentials(c: NewCredentials) -> Result<GitCredentials, ApiError> {
+    Ok(match c {
+        NewCredentials::Https { username, password } => {
+            if username.is_empty() || password.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "credentials.username and credentials.password must not be empty".into(),
+                ));
+            }
+            GitCredentials::Https { username, password }
+        }
+        NewCredentials::Ssh {
+            private_key,
+            known_hosts,
+        } => {
+            if !private_key.contains("PRIVATE KEY") {
+                return Err(ApiError::BadRequest(
+                    "credentials.privateKey must be a private key in OpenSSH or PEM form".into(),
+                ));
+            }
+            if known_hosts
+                .as_deref()
+                .is_some_and(|l| l.contains('\n') || l.trim().is_empty())
+            {
+                return Err(ApiError::BadRequest(
+                    "credentials.knownHosts must be one known_hosts line".into(),
+                ));
+            }
+            GitCredentials::Ssh {
+                private_key,
+                known_hosts,
+            }
+        }
+    })
 }
 
 #[post("/api/catalog/sources")]
@@ -177,13 +257,37 @@ async fn add_source(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body: NewSource = parse_json(&body)?;
-    if body.kind != catalog::DIRECTORY {
-        return Err(ApiError::BadRequest(format!(
-            "unsupported catalog source type '{}': supported: directory",
-            body.kind
-        )));
-    }
-    let (source, stacks) = catalog::add_directory(&state.pool, &body.path, &admin.metadata).await?;
+    let (source, stacks) = match body.kind.as_str() {
+        catalog::DIRECTORY => {
+            let kind = catalog::DIRECTORY;
+            refuse(&body.url, "url", kind)?;
+            refuse(&body.reference, "ref", kind)?;
+            refuse(&body.credentials, "credentials", kind)?;
+            let path = required(body.path, "path", kind)?;
+            catalog::add_directory(&state.pool, &path, &admin.metadata).await?
+        }
+        catalog::GIT => {
+            let location = GitLocation {
+                url: required(body.url, "url", catalog::GIT)?,
+                reference: required(body.reference, "ref", catalog::GIT)?,
+                path: body.path.filter(|p| !p.trim_matches('/').is_empty()),
+            };
+            let credentials = body.credentials.map(git_credentials).transpose()?;
+            catalog::add_git(
+                &state.pool,
+                &state.catalog,
+                location,
+                credentials,
+                &admin.metadata,
+            )
+            .await?
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unsupported catalog source type '{other}': supported: directory, git"
+            )));
+        }
+    };
     Ok(HttpResponse::Created()
         .json(serde_json::json!({ "source": source, "stacksLoaded": stacks })))
 }

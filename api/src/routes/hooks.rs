@@ -333,7 +333,7 @@ async fn sync_sources(
     caller: KeyCaller,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::HooksSyncSources)?;
-    let report = catalog::sync_all(&state.pool, &caller.metadata).await?;
+    let report = catalog::sync_all(&state.pool, &state.catalog, &caller.metadata).await?;
     let mut message = format!(
         "Synced {} source(s), loaded {} stack(s).",
         report.sources_synced, report.stacks_loaded

@@ -30,6 +30,7 @@
 
 mod compose;
 mod directory;
+pub mod git;
 mod interpolate;
 mod manifest;
 mod resolve;

@@ -66,7 +66,13 @@ pub(super) fn not_deployed(stack: &str, environment: &str) -> Error {
     ))
 }
 
-pub fn decide_redeploy(id: Uuid, cmd: &Redeploy, current: Option<&StackState>) -> Result<Event> {
+/// `origin`: the catalog entry of the running version now, if the catalog still has it.
+pub fn decide_redeploy(
+    id: Uuid,
+    cmd: &Redeploy,
+    current: Option<&StackState>,
+    origin: Option<&CatalogEntry>,
+) -> Result<Event> {
     let current = current.ok_or_else(|| not_deployed(&cmd.stack, &cmd.environment))?;
     Ok(Event::RedeployRequested(DeploymentRequest {
         deployment: id,
@@ -78,6 +84,8 @@ pub fn decide_redeploy(id: Uuid, cmd: &Redeploy, current: Option<&StackState>) -
         force: cmd.force,
         images: BTreeMap::new(),
         removal: None,
+        catalog_source: origin.map(|o| o.source.clone()),
+        catalog_revision: origin.and_then(|o| o.revision.clone()),
     }))
 }
 
@@ -86,11 +94,11 @@ pub fn decide_redeploy(id: Uuid, cmd: &Redeploy, current: Option<&StackState>) -
 fn resolve_target(
     stack: &str,
     version: &str,
-    target: Option<&Manifest>,
+    target: Option<&CatalogEntry>,
     stored: &BTreeMap<String, String>,
     overlay: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>> {
-    let manifest = target.ok_or_else(|| {
+    let manifest = target.map(|t| &t.manifest).ok_or_else(|| {
         Error::Invalid(format!(
             "version '{version}' of stack '{stack}' not found in the catalog"
         ))
@@ -106,7 +114,7 @@ pub fn decide_upgrade(
     id: Uuid,
     cmd: &Upgrade,
     current: Option<&StackState>,
-    target: Option<&Manifest>,
+    target: Option<&CatalogEntry>,
 ) -> Result<Event> {
     let current = current.ok_or_else(|| not_deployed(&cmd.stack, &cmd.environment))?;
     let variables = resolve_target(
@@ -126,6 +134,8 @@ pub fn decide_upgrade(
         force: false,
         images: BTreeMap::new(),
         removal: None,
+        catalog_source: target.map(|t| t.source.clone()),
+        catalog_revision: target.and_then(|t| t.revision.clone()),
     }))
 }
 
@@ -133,7 +143,7 @@ pub fn decide_install(
     id: Uuid,
     cmd: &Install,
     current: Option<&StackState>,
-    target: Option<&Manifest>,
+    target: Option<&CatalogEntry>,
 ) -> Result<Event> {
     let stored = current.map(|c| c.variables.clone()).unwrap_or_default();
     let variables = resolve_target(&cmd.stack, &cmd.version, target, &stored, &cmd.variables)?;
@@ -147,6 +157,8 @@ pub fn decide_install(
         force: false,
         images: BTreeMap::new(),
         removal: None,
+        catalog_source: target.map(|t| t.source.clone()),
+        catalog_revision: target.and_then(|t| t.revision.clone()),
     }))
 }
 
@@ -207,7 +219,11 @@ pub async fn redeploy(
         return Ok(done);
     }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
-    let event = decide_redeploy(Uuid::now_v7(), cmd, current.as_ref())?;
+    let origin = match &current {
+        Some(c) => catalog_entry(&mut tx, &cmd.stack, &c.version).await?,
+        None => None,
+    };
+    let event = decide_redeploy(Uuid::now_v7(), cmd, current.as_ref(), origin.as_ref())?;
     // A burst of redeploys for one stack becomes one deployment.
     for queued in queued(&mut tx, &cmd.environment, &cmd.stack).await? {
         if queued.kind != DeploymentKind::Redeploy || (cmd.force && !queued.force) {
@@ -240,7 +256,7 @@ pub async fn upgrade(
         return Ok(done);
     }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
-    let target = catalog_manifest(&mut tx, &cmd.stack, &cmd.target_version).await?;
+    let target = catalog_entry(&mut tx, &cmd.stack, &cmd.target_version).await?;
     let id = Uuid::now_v7();
     let event = decide_upgrade(id, cmd, current.as_ref(), target.as_ref())?;
     // A newer upgrade makes queued redeploys and upgrades of the stack pointless.
@@ -278,7 +294,7 @@ pub async fn install(
         return Ok(done);
     }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
-    let target = catalog_manifest(&mut tx, &cmd.stack, &cmd.version).await?;
+    let target = catalog_entry(&mut tx, &cmd.stack, &cmd.version).await?;
     let event = decide_install(Uuid::now_v7(), cmd, current.as_ref(), target.as_ref())?;
     submit(tx, event, metadata, idempotency).await
 }
@@ -399,10 +415,7 @@ pub async fn rollback(pool: &PgPool, to: Uuid, metadata: &Metadata) -> Result<Re
     let Some((_, request)) = event.request() else {
         unreachable!("decide_rollback decides a request")
     };
-    if catalog_manifest(&mut tx, &request.stack, &request.version)
-        .await?
-        .is_none()
-    {
+    if request_manifest(&mut tx, request).await?.is_none() {
         return Err(Error::Invalid(format!(
             "version '{}' of stack '{}' is no longer in the catalog",
             request.version, request.stack
@@ -468,6 +481,9 @@ pub fn decide_rollback(
         force: false,
         images,
         removal: None,
+        // Exactly the manifest that ran then, from the log if the catalog moved on.
+        catalog_source: earlier.catalog_source.clone(),
+        catalog_revision: earlier.catalog_revision.clone(),
     }))
 }
 
@@ -737,23 +753,78 @@ pub async fn older_unfinished(
     Ok(id)
 }
 
+/// A catalog stack version as the catalog has it now, with where it came from.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub manifest: Manifest,
+    pub source: String,
+    /// The source's revision (a git commit); `None` for folders.
+    pub revision: Option<String>,
+}
+
 /// A catalog stack version, parsed again from the manifest text the log recorded.
-pub async fn catalog_manifest(
+pub async fn catalog_entry(
     conn: &mut PgConnection,
     stack: &str,
     version: &str,
-) -> Result<Option<Manifest>> {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT file, manifest FROM catalog_stacks WHERE stack_name = $1 AND version = $2",
+) -> Result<Option<CatalogEntry>> {
+    let row: Option<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT c.file, c.manifest, c.source_id, s.revision
+         FROM catalog_stacks c LEFT JOIN catalog_sources s ON s.id = c.source_id
+         WHERE c.stack_name = $1 AND c.version = $2",
     )
     .bind(stack)
     .bind(version)
     .fetch_optional(conn)
     .await?;
-    row.map(|(file, text)| {
-        catalog::parse_manifest(&file, &text).map_err(|e| Error::Invalid(e.to_string()))
+    row.map(|(file, text, source, revision)| {
+        Ok(CatalogEntry {
+            manifest: parse(&file, &text)?,
+            source,
+            revision,
+        })
     })
     .transpose()
+}
+
+fn parse(file: &str, text: &str) -> Result<Manifest> {
+    catalog::parse_manifest(file, text).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The manifest a request runs: the one of the catalog revision it was requested with,
+/// read back from that source's `CatalogSynced` in the log when the catalog has moved on
+/// since; else (older requests, folders) the catalog's current one.
+pub async fn request_manifest(
+    conn: &mut PgConnection,
+    request: &DeploymentRequest,
+) -> Result<Option<Manifest>> {
+    let current = catalog_entry(&mut *conn, &request.stack, &request.version).await?;
+    let (Some(source), Some(revision)) = (&request.catalog_source, &request.catalog_revision)
+    else {
+        return Ok(current.map(|c| c.manifest));
+    };
+    if let Some(c) = &current
+        && &c.source == source
+        && c.revision.as_ref() == Some(revision)
+    {
+        return Ok(current.map(|c| c.manifest));
+    }
+    let history = store::read_stream(&mut *conn, &stream::source(source)).await?;
+    for recorded in history.iter().rev() {
+        if let Event::CatalogSynced {
+            revision: Some(r),
+            stacks,
+            ..
+        } = &recorded.event
+            && r == revision
+            && let Some(s) = stacks
+                .iter()
+                .find(|s| s.name == request.stack && s.version == request.version)
+        {
+            return parse(&s.file, &s.manifest).map(Some);
+        }
+    }
+    Ok(current.map(|c| c.manifest))
 }
 
 #[cfg(test)]
@@ -775,8 +846,12 @@ services:
       TOKEN: ${TOKEN}
 "#;
 
-    fn manifest() -> Manifest {
-        catalog::parse_manifest("shop.yml", MANIFEST).unwrap()
+    fn manifest() -> CatalogEntry {
+        CatalogEntry {
+            manifest: catalog::parse_manifest("shop.yml", MANIFEST).unwrap(),
+            source: "git-abc".into(),
+            revision: Some("0123abcd".into()),
+        }
     }
 
     fn running(vars: &[(&str, &str)]) -> StackState {
@@ -808,7 +883,7 @@ services:
             stack: "shop".into(),
             force: false,
         };
-        let err = decide_redeploy(Uuid::nil(), &cmd, None).unwrap_err();
+        let err = decide_redeploy(Uuid::nil(), &cmd, None, None).unwrap_err();
         assert!(matches!(err, Error::Invalid(m) if m.contains("not deployed")));
     }
 
@@ -820,7 +895,8 @@ services:
             force: true,
         };
         let state = running(&[("TOKEN", "t")]);
-        let Event::RedeployRequested(r) = decide_redeploy(Uuid::nil(), &cmd, Some(&state)).unwrap()
+        let Event::RedeployRequested(r) =
+            decide_redeploy(Uuid::nil(), &cmd, Some(&state), None).unwrap()
         else {
             panic!("wrong event")
         };
@@ -846,6 +922,30 @@ services:
         assert_eq!(r.variables["GREETING"], "hi");
         assert_eq!(r.previous_version.as_deref(), Some("1.0.0"));
         assert_eq!(r.version, "2.0.0");
+    }
+
+    #[test]
+    fn requests_record_the_catalog_revision_they_resolved() {
+        let state = running(&[("TOKEN", "t")]);
+        let entry = manifest();
+        let Event::UpgradeRequested(r) =
+            decide_upgrade(Uuid::nil(), &upgrade(&[]), Some(&state), Some(&entry)).unwrap()
+        else {
+            panic!("wrong event")
+        };
+        assert_eq!(r.catalog_source.as_deref(), Some("git-abc"));
+        assert_eq!(r.catalog_revision.as_deref(), Some("0123abcd"));
+        let cmd = Redeploy {
+            environment: "prod".into(),
+            stack: "shop".into(),
+            force: false,
+        };
+        let Event::RedeployRequested(r) =
+            decide_redeploy(Uuid::nil(), &cmd, Some(&state), Some(&entry)).unwrap()
+        else {
+            panic!("wrong event")
+        };
+        assert_eq!(r.catalog_revision.as_deref(), Some("0123abcd"));
     }
 
     #[test]

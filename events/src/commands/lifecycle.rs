@@ -8,8 +8,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::deployments::{
-    Idempotency, Requested, StackState, lock_stack_requests, not_deployed, replay, submit,
-    validate_target,
+    CatalogEntry, Idempotency, Requested, StackState, catalog_entry, lock_stack_requests,
+    not_deployed, replay, submit, validate_target,
 };
 use crate::error::Result;
 use crate::event::{DeploymentRequest, Event, Metadata, Removal};
@@ -40,8 +40,14 @@ pub struct Lifecycle {
     pub action: Action,
 }
 
-/// Only a deployed stack has containers to act on.
-pub fn decide_lifecycle(id: Uuid, cmd: &Lifecycle, current: Option<&StackState>) -> Result<Event> {
+/// Only a deployed stack has containers to act on. `origin`: the catalog entry of the
+/// running version (the manifest gives the start order).
+pub fn decide_lifecycle(
+    id: Uuid,
+    cmd: &Lifecycle,
+    current: Option<&StackState>,
+    origin: Option<&CatalogEntry>,
+) -> Result<Event> {
     let current = current.ok_or_else(|| not_deployed(&cmd.stack, &cmd.environment))?;
     let request = DeploymentRequest {
         deployment: id,
@@ -56,6 +62,8 @@ pub fn decide_lifecycle(id: Uuid, cmd: &Lifecycle, current: Option<&StackState>)
             Action::Remove(removal) => Some(removal),
             _ => None,
         },
+        catalog_source: origin.map(|o| o.source.clone()),
+        catalog_revision: origin.and_then(|o| o.revision.clone()),
     };
     Ok(match cmd.action {
         Action::Start => Event::StartRequested(request),
@@ -78,7 +86,11 @@ pub async fn request(
         return Ok(done);
     }
     let current = super::deployments::current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
-    let event = decide_lifecycle(Uuid::now_v7(), cmd, current.as_ref())?;
+    let origin = match &current {
+        Some(c) => catalog_entry(&mut tx, &cmd.stack, &c.version).await?,
+        None => None,
+    };
+    let event = decide_lifecycle(Uuid::now_v7(), cmd, current.as_ref(), origin.as_ref())?;
     submit(tx, event, metadata, idempotency).await
 }
 
@@ -103,7 +115,7 @@ mod tests {
             Action::Restart,
             Action::Remove(Removal::default()),
         ] {
-            let err = decide_lifecycle(Uuid::nil(), &cmd(action), None).unwrap_err();
+            let err = decide_lifecycle(Uuid::nil(), &cmd(action), None, None).unwrap_err();
             assert!(err.to_string().contains("not deployed"), "{err}");
         }
     }
@@ -118,15 +130,21 @@ mod tests {
             volumes: true,
             images: false,
         };
-        let event =
-            decide_lifecycle(Uuid::nil(), &cmd(Action::Remove(removal)), Some(&current)).unwrap();
+        let event = decide_lifecycle(
+            Uuid::nil(),
+            &cmd(Action::Remove(removal)),
+            Some(&current),
+            None,
+        )
+        .unwrap();
         let (kind, request) = event.request().unwrap();
         assert_eq!(kind, DeploymentKind::Remove);
         assert_eq!(request.version, "1.2.0");
         assert_eq!(request.variables, current.variables);
         assert_eq!(request.removal, Some(removal));
 
-        let event = decide_lifecycle(Uuid::nil(), &cmd(Action::Stop), Some(&current)).unwrap();
+        let event =
+            decide_lifecycle(Uuid::nil(), &cmd(Action::Stop), Some(&current), None).unwrap();
         assert_eq!(event.event_type(), "StopRequested");
         assert_eq!(event.request().unwrap().1.removal, None);
     }
