@@ -148,7 +148,39 @@ pub async fn deployment_events_after(
     after: i64,
 ) -> Result<Vec<RecordedEvent>> {
     let mut conn = pool.acquire().await?;
-    store::read_stream_after(&mut conn, &crate::event::stream::deployment(id), after).await
+    let mut events =
+        store::read_stream_after(&mut conn, &crate::event::stream::deployment(id), after).await?;
+    events.iter_mut().for_each(|e| mask_event(&mut e.event));
+    Ok(events)
+}
+
+/// Readers see `********` for sealed values (passwords), never the sealed text.
+fn mask_variables(variables: &mut std::collections::BTreeMap<String, String>) {
+    for value in variables.values_mut() {
+        if crate::secret::is_sealed(value) {
+            *value = crate::catalog::MASK.to_owned();
+        }
+    }
+}
+
+fn mask_event(event: &mut crate::event::Event) {
+    match event {
+        crate::event::Event::DeployRequested(r)
+        | crate::event::Event::RedeployRequested(r)
+        | crate::event::Event::UpgradeRequested(r)
+        | crate::event::Event::RollbackRequested(r)
+        | crate::event::Event::StartRequested(r)
+        | crate::event::Event::StopRequested(r)
+        | crate::event::Event::RestartRequested(r)
+        | crate::event::Event::RemoveRequested(r) => mask_variables(&mut r.variables),
+        crate::event::Event::StackDeployed { variables, .. } => mask_variables(variables),
+        _ => {}
+    }
+}
+
+fn masked(mut stack: Stack) -> Stack {
+    crate::catalog::mask_sealed(&mut stack.variables);
+    stack
 }
 
 pub async fn statuses_after(pool: &PgPool, id: Uuid, after: i64) -> Result<Vec<DeploymentStatus>> {
@@ -187,14 +219,15 @@ macro_rules! stack_columns {
 }
 
 pub async fn stacks(pool: &PgPool, environment: &str) -> Result<Vec<Stack>> {
-    Ok(sqlx::query_as(concat!(
+    let rows: Vec<Stack> = sqlx::query_as(concat!(
         "SELECT ",
         stack_columns!(),
         " FROM stacks WHERE environment_id = $1 ORDER BY stack_name"
     ))
     .bind(environment)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(masked).collect())
 }
 
 /// An entry of an environment's stack listing: a stack Shiplog deployed, or a compose
@@ -236,7 +269,7 @@ pub async fn stack_at(
     let mut conn = pool.acquire().await?;
     let stream_id = crate::event::stream::stack(environment, name);
     let events = store::read_stream_until(&mut conn, &stream_id, at).await?;
-    Ok(fold_stack(environment, name, &events)?)
+    Ok(fold_stack(environment, name, &events)?.map(masked))
 }
 
 /// The state a stack's events leave it in.
@@ -291,7 +324,7 @@ fn fold_stack(
 }
 
 pub async fn stack(pool: &PgPool, environment: &str, name: &str) -> Result<Option<Stack>> {
-    Ok(sqlx::query_as(concat!(
+    let row: Option<Stack> = sqlx::query_as(concat!(
         "SELECT ",
         stack_columns!(),
         " FROM stacks WHERE environment_id = $1 AND stack_name = $2"
@@ -299,5 +332,6 @@ pub async fn stack(pool: &PgPool, environment: &str, name: &str) -> Result<Optio
     .bind(environment)
     .bind(name)
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    Ok(row.map(masked))
 }

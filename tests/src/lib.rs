@@ -178,6 +178,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub catalog: CatalogDir,
     pub client: reqwest::Client,
+    /// The API's `SHIPLOG_SECRET_KEY`, also given to the in-process workers.
+    pub secret_key: Option<String>,
     worker_stops: Vec<watch::Sender<bool>>,
 }
 
@@ -226,6 +228,7 @@ pub fn worker_config(database_url: &str) -> WorkerConfig {
         db_acquire_timeout_ms: 10_000,
         // Off: many workers share one test process; a test that reads them sets an address.
         metrics_listen: OptionalAddress(None),
+        secret_key: None,
         log_json: false,
     }
 }
@@ -277,6 +280,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         proxy,
         db,
         catalog,
+        secret_key: options.secret_key.clone(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
@@ -299,6 +303,11 @@ impl TestApp {
     pub fn start_worker_with(&mut self, adjust: impl FnOnce(&mut WorkerConfig)) {
         let (stop, shutdown) = watch::channel(false);
         let mut cfg = worker_config(&self.app_database_url);
+        // The API's key: workers open what it sealed.
+        cfg.secret_key = self
+            .secret_key
+            .as_deref()
+            .map(|k| shiplog_events::secret::SecretKey::from_config(k).unwrap());
         adjust(&mut cfg);
         tokio::spawn(async move {
             if let Err(e) = shiplog_worker::runner::run(cfg, shutdown).await {

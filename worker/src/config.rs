@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use shiplog_events::listen::OptionalAddress;
+use shiplog_events::secret::SecretKey;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
@@ -74,9 +75,18 @@ pub struct WorkerConfig {
     #[arg(long, env = "SHIPLOG_METRICS_LISTEN", default_value = "0.0.0.0:9121")]
     pub metrics_listen: OptionalAddress,
 
+    /// The API's `SHIPLOG_SECRET_KEY` (64 hex digits or base64 of 32 bytes): opens the
+    /// sealed values of `password` variables to hand them to containers.
+    #[arg(long, env = "SHIPLOG_SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
+    pub secret_key: Option<SecretKey>,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SHIPLOG_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+}
+
+fn parse_secret_key(value: &str) -> Result<SecretKey, String> {
+    SecretKey::from_config(value).map_err(|e| e.to_string())
 }
 
 impl WorkerConfig {
@@ -92,6 +102,7 @@ impl WorkerConfig {
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             probe_interval: Duration::from_millis(self.probe_interval_ms.max(100)),
             probe_timeout: Duration::from_millis(self.probe_timeout_ms.max(100)),
+            secrets: self.secret_key.clone(),
         }
     }
 }
@@ -108,4 +119,5 @@ pub struct Settings {
     pub max_deployments: usize,
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
+    pub secrets: Option<SecretKey>,
 }

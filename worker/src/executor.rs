@@ -471,7 +471,13 @@ impl Executor {
                 ),
             )));
         };
-        let mut spec = match catalog::resolve(&manifest, &request.variables) {
+        let secrets = self.settings.secrets.as_ref();
+        let variables =
+            match catalog::open_passwords(&manifest.variables, &request.variables, secrets) {
+                Ok(variables) => variables,
+                Err(e) => return Ok(Err(failed(FailureKind::Failure, e))),
+            };
+        let mut spec = match catalog::resolve(&manifest, &variables) {
             Ok(spec) => spec,
             Err(e) => {
                 let reason = format!("cannot resolve the manifest: {e}");

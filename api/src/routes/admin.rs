@@ -328,7 +328,14 @@ async fn install_stack(
         version: body.version,
         variables: body.variables,
     };
-    let requested = deployments::install(&state.pool, &cmd, &admin.metadata, None).await?;
+    let requested = deployments::install(
+        &state.pool,
+        &cmd,
+        &admin.metadata,
+        None,
+        state.catalog.secret_key.as_ref(),
+    )
+    .await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "success": true,
         "message": format!("Deployment of '{}' {} queued.", cmd.stack, cmd.version),

@@ -245,8 +245,14 @@ async fn upgrade(
         target_version: body.target_version,
         variables: body.variables,
     };
-    let requested =
-        deployments::upgrade(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
+    let requested = deployments::upgrade(
+        &state.pool,
+        &cmd,
+        &caller.metadata,
+        idempotency.as_ref(),
+        state.catalog.secret_key.as_ref(),
+    )
+    .await?;
     let previous = requested.request.previous_version.clone();
     let response = UpgradeResponse {
         outcome: Outcome {
@@ -286,8 +292,14 @@ async fn deploy(
         variables: body.variables,
         force: body.force,
     };
-    let (action, requested) =
-        deployments::deploy(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
+    let (action, requested) = deployments::deploy(
+        &state.pool,
+        &cmd,
+        &caller.metadata,
+        idempotency.as_ref(),
+        state.catalog.secret_key.as_ref(),
+    )
+    .await?;
     let version = requested.request.version.clone();
     let response = DeployResponse {
         outcome: Outcome {

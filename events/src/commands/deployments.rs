@@ -12,6 +12,7 @@ use crate::catalog::{self, Manifest};
 use crate::error::{Error, Result};
 use crate::event::{DeploymentKind, DeploymentRequest, Event, Metadata, stream};
 use crate::queue::{self, DeployJob};
+use crate::secret::SecretKey;
 use crate::store::{self, ExpectedVersion};
 
 /// What runs now, as the `stacks` projection says.
@@ -97,24 +98,29 @@ fn resolve_target(
     target: Option<&CatalogEntry>,
     stored: &BTreeMap<String, String>,
     overlay: &BTreeMap<String, String>,
+    secrets: Option<&SecretKey>,
 ) -> Result<BTreeMap<String, String>> {
     let manifest = target.map(|t| &t.manifest).ok_or_else(|| {
         Error::Invalid(format!(
             "version '{version}' of stack '{stack}' not found in the catalog"
         ))
     })?;
-    let variables = catalog::effective_variables(&manifest.variables, stored, overlay)
+    let mut variables = catalog::effective_variables(&manifest.variables, stored, overlay)
         .map_err(|e| Error::Invalid(format!("stack '{stack}' {version}: {e}")))?;
     catalog::resolve(manifest, &variables)
+        .map_err(|e| Error::Invalid(format!("stack '{stack}' {version}: {e}")))?;
+    catalog::seal_passwords(&manifest.variables, &mut variables, secrets)
         .map_err(|e| Error::Invalid(format!("stack '{stack}' {version}: {e}")))?;
     Ok(variables)
 }
 
+/// `secrets` seals the values of `password` variables (none configured: they are refused).
 pub fn decide_upgrade(
     id: Uuid,
     cmd: &Upgrade,
     current: Option<&StackState>,
     target: Option<&CatalogEntry>,
+    secrets: Option<&SecretKey>,
 ) -> Result<Event> {
     let current = current.ok_or_else(|| not_deployed(&cmd.stack, &cmd.environment))?;
     let variables = resolve_target(
@@ -123,6 +129,7 @@ pub fn decide_upgrade(
         target,
         &current.variables,
         &cmd.variables,
+        secrets,
     )?;
     Ok(Event::UpgradeRequested(DeploymentRequest {
         deployment: id,
@@ -144,9 +151,17 @@ pub fn decide_install(
     cmd: &Install,
     current: Option<&StackState>,
     target: Option<&CatalogEntry>,
+    secrets: Option<&SecretKey>,
 ) -> Result<Event> {
     let stored = current.map(|c| c.variables.clone()).unwrap_or_default();
-    let variables = resolve_target(&cmd.stack, &cmd.version, target, &stored, &cmd.variables)?;
+    let variables = resolve_target(
+        &cmd.stack,
+        &cmd.version,
+        target,
+        &stored,
+        &cmd.variables,
+        secrets,
+    )?;
     Ok(Event::DeployRequested(DeploymentRequest {
         deployment: id,
         environment: cmd.environment.clone(),
@@ -247,6 +262,7 @@ pub async fn upgrade(
     cmd: &Upgrade,
     metadata: &Metadata,
     idempotency: Option<&Idempotency>,
+    secrets: Option<&SecretKey>,
 ) -> Result<Requested> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     validate_version(&cmd.target_version)?;
@@ -258,7 +274,7 @@ pub async fn upgrade(
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
     let target = catalog_entry(&mut tx, &cmd.stack, &cmd.target_version).await?;
     let id = Uuid::now_v7();
-    let event = decide_upgrade(id, cmd, current.as_ref(), target.as_ref())?;
+    let event = decide_upgrade(id, cmd, current.as_ref(), target.as_ref(), secrets)?;
     // A newer upgrade makes queued redeploys and upgrades of the stack pointless.
     for queued in queued(&mut tx, &cmd.environment, &cmd.stack).await? {
         if !matches!(
@@ -285,6 +301,7 @@ pub async fn install(
     cmd: &Install,
     metadata: &Metadata,
     idempotency: Option<&Idempotency>,
+    secrets: Option<&SecretKey>,
 ) -> Result<Requested> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     validate_version(&cmd.version)?;
@@ -295,7 +312,13 @@ pub async fn install(
     }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
     let target = catalog_entry(&mut tx, &cmd.stack, &cmd.version).await?;
-    let event = decide_install(Uuid::now_v7(), cmd, current.as_ref(), target.as_ref())?;
+    let event = decide_install(
+        Uuid::now_v7(),
+        cmd,
+        current.as_ref(),
+        target.as_ref(),
+        secrets,
+    )?;
     submit(tx, event, metadata, idempotency).await
 }
 
@@ -347,6 +370,7 @@ pub async fn deploy(
     cmd: &Deploy,
     metadata: &Metadata,
     idempotency: Option<&Idempotency>,
+    secrets: Option<&SecretKey>,
 ) -> Result<(DeployAction, Requested)> {
     validate_target(pool, &cmd.environment, &cmd.stack).await?;
     let target = match &cmd.version {
@@ -371,7 +395,7 @@ pub async fn deploy(
                 version: target,
                 variables: cmd.variables.clone(),
             };
-            self::install(pool, &install, metadata, idempotency).await?
+            self::install(pool, &install, metadata, idempotency, secrets).await?
         }
         DeployAction::Redeploy => {
             let redeploy = Redeploy {
@@ -388,7 +412,7 @@ pub async fn deploy(
                 target_version: target,
                 variables: cmd.variables.clone(),
             };
-            self::upgrade(pool, &upgrade, metadata, idempotency).await?
+            self::upgrade(pool, &upgrade, metadata, idempotency, secrets).await?
         }
     };
     Ok((action, requested))
@@ -913,6 +937,7 @@ services:
             &upgrade(&[("TOKEN", "new")]),
             Some(&state),
             Some(&manifest()),
+            None,
         )
         .unwrap();
         let Event::UpgradeRequested(r) = event else {
@@ -929,7 +954,7 @@ services:
         let state = running(&[("TOKEN", "t")]);
         let entry = manifest();
         let Event::UpgradeRequested(r) =
-            decide_upgrade(Uuid::nil(), &upgrade(&[]), Some(&state), Some(&entry)).unwrap()
+            decide_upgrade(Uuid::nil(), &upgrade(&[]), Some(&state), Some(&entry), None).unwrap()
         else {
             panic!("wrong event")
         };
@@ -955,6 +980,7 @@ services:
             &upgrade(&[]),
             Some(&running(&[])),
             Some(&manifest()),
+            None,
         )
         .unwrap_err();
         assert!(
@@ -965,8 +991,8 @@ services:
 
     #[test]
     fn upgrade_to_an_unknown_version_is_refused() {
-        let err =
-            decide_upgrade(Uuid::nil(), &upgrade(&[]), Some(&running(&[])), None).unwrap_err();
+        let err = decide_upgrade(Uuid::nil(), &upgrade(&[]), Some(&running(&[])), None, None)
+            .unwrap_err();
         assert!(
             matches!(&err, Error::Invalid(m) if m.contains("not found in the catalog")),
             "{err}"
