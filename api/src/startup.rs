@@ -17,6 +17,7 @@ use shiplog_events::{Error, db};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{self, ApiMetrics};
+use crate::registry::Registry;
 use crate::request_id;
 use crate::routes;
 use crate::state::AppState;
@@ -64,6 +65,7 @@ impl Application {
                 .as_ref()
                 .map(|t| Sha256::digest(t.trim().as_bytes()).into()),
             metrics: Arc::new(ApiMetrics::new()),
+            registry: Registry::new(),
         };
         if let Some(dir) = &config.catalog_dir {
             register_catalog_dir(&state, dir).await?;

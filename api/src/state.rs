@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::metrics::ApiMetrics;
+use crate::registry::Registry;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -12,4 +13,6 @@ pub struct AppState {
     /// SHA-256 of the admin token; `None` disables the administration API.
     pub admin_token_hash: Option<[u8; 32]>,
     pub metrics: Arc<ApiMetrics>,
+    /// For dry runs: what an image tag points at now.
+    pub registry: Registry,
 }
