@@ -34,7 +34,36 @@ async fn dry_run(app: &TestApp, hook: &str, key: &str, body: Value) -> Reply {
     .await
 }
 
+/// The plan keeps to `DryRunPlan` in api/openapi.json: required fields present, no field
+/// the description does not name.
+fn described(plan: &Value) {
+    let spec: Value = serde_json::from_str(shiplog_api::routes::openapi::OPENAPI_JSON).unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let check = |value: &Value, schema: &str| {
+        let schema = &schemas[schema];
+        let object = value.as_object().unwrap();
+        for field in schema["required"].as_array().unwrap() {
+            assert!(
+                object.contains_key(field.as_str().unwrap()),
+                "{field} missing: {value}"
+            );
+        }
+        for field in object.keys() {
+            assert!(
+                schema["properties"].get(field).is_some(),
+                "{field} is not described: {value}"
+            );
+        }
+    };
+    check(plan, "DryRunPlan");
+    check(&plan["variables"], "DryRunVariables");
+    for service in plan["services"].as_array().unwrap() {
+        check(service, "DryRunService");
+    }
+}
+
 fn service<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    described(plan);
     plan["services"]
         .as_array()
         .unwrap()
