@@ -210,6 +210,7 @@ async fn an_upgrade_dry_run_shows_variables_removals_and_unreachable_registries(
     let id = app.install(ENV, &stack, "1.0.0", json!({})).await;
     assert_eq!(app.wait_terminal(&id).await["status"], "success");
     let key = app.create_key(&["Hooks.Upgrade"], None).await;
+    let all = app.create_key(&["Hooks.*"], None).await;
     let web_before = service_containers(&stack, "web");
     let before = written(&app).await;
 
@@ -285,6 +286,16 @@ async fn an_upgrade_dry_run_shows_variables_removals_and_unreachable_registries(
     )
     .await;
     assert_eq!(r.status, 403, "a key without Hooks.Redeploy: {:?}", r.body);
+    // A hook that cannot plan refuses rather than acting.
+    let r = dry_run(
+        &app,
+        "stop-containers",
+        &all,
+        json!({ "stackName": stack, "environmentId": ENV }),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("dryRun"));
     assert_eq!(written(&app).await, before, "dry runs write nothing");
     assert_eq!(service_containers(&stack, "web"), web_before);
 

@@ -460,6 +460,14 @@ async fn containers_hook(
 ) -> Result<HttpResponse, ApiError> {
     let (body, environment, idempotency) =
         accept::<ContainersRequest>(caller, permission, req, raw)?;
+    // Restarting or stopping for real when a plan was asked for would be the worst answer.
+    if query.dry_run {
+        return Err(ApiError::BadRequest(
+            "dryRun: only deploy, redeploy and upgrade can plan; restart-containers and \
+             stop-containers cannot"
+                .into(),
+        ));
+    }
     let cmd = Lifecycle {
         environment,
         stack: body.stack_name,
