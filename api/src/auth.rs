@@ -169,7 +169,22 @@ async fn authenticate_key(req: &HttpRequest, state: &AppState) -> Result<ApiKey,
         .headers()
         .get(API_KEY_HEADER)
         .and_then(|v| v.to_str().ok());
-    Ok(keys::authenticate(&state.pool, presented).await??)
+    let key = if is_dry_run(req) {
+        keys::authenticate_unrecorded(&state.pool, presented).await
+    } else {
+        keys::authenticate(&state.pool, presented).await
+    };
+    Ok(key??)
+}
+
+/// `?dryRun=true` (see the hooks): not even the key's last use is recorded.
+fn is_dry_run(req: &HttpRequest) -> bool {
+    #[derive(serde::Deserialize)]
+    struct DryRun {
+        #[serde(default, rename = "dryRun")]
+        dry_run: bool,
+    }
+    web::Query::<DryRun>::from_query(req.query_string()).is_ok_and(|q| q.dry_run)
 }
 
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;

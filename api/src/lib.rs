@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod registry;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

@@ -17,6 +17,7 @@ use shiplog_events::{Error, db};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{self, ApiMetrics};
+use crate::registry::Registry;
 use crate::request_id;
 use crate::routes;
 use crate::state::AppState;
@@ -65,6 +66,7 @@ impl Application {
                 .map(|t| Sha256::digest(t.trim().as_bytes()).into()),
             metrics: Arc::new(ApiMetrics::new()),
             catalog: config.catalog_settings().map_err(StartupError::Config)?,
+            registry: Registry::new(),
         };
         if let Some(dir) = &config.catalog_dir {
             register_catalog_dir(&state, dir).await?;

@@ -6,6 +6,7 @@ use shiplog_events::commands::catalog::CatalogSettings;
 use sqlx::PgPool;
 
 use crate::metrics::ApiMetrics;
+use crate::registry::Registry;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,4 +16,6 @@ pub struct AppState {
     pub metrics: Arc<ApiMetrics>,
     /// Git cache, timeout and the key that seals source credentials.
     pub catalog: CatalogSettings,
+    /// For dry runs: what an image tag points at now.
+    pub registry: Registry,
 }

@@ -1,5 +1,5 @@
 //! Shiplog's domain core: events, decisions, the event store, projections, the catalog
-//! model, API keys, stack leases and the job queue. No HTTP, no Docker.
+//! model, API keys, stack leases, the job queue and dry-run plans. No HTTP, no Docker.
 
 pub mod apikey;
 pub mod catalog;
@@ -11,6 +11,7 @@ pub mod event;
 pub mod inventory;
 pub mod lease;
 pub mod listen;
+pub mod plan;
 pub mod projection;
 pub mod queries;
 pub mod queue;

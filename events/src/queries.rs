@@ -324,6 +324,11 @@ fn fold_stack(
 }
 
 pub async fn stack(pool: &PgPool, environment: &str, name: &str) -> Result<Option<Stack>> {
+    Ok(stack_unmasked(pool, environment, name).await?.map(masked))
+}
+
+/// The `stacks` row with sealed values as stored: for decisions, never for answers.
+pub async fn stack_unmasked(pool: &PgPool, environment: &str, name: &str) -> Result<Option<Stack>> {
     let row: Option<Stack> = sqlx::query_as(concat!(
         "SELECT ",
         stack_columns!(),
@@ -333,5 +338,5 @@ pub async fn stack(pool: &PgPool, environment: &str, name: &str) -> Result<Optio
     .bind(name)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(masked))
+    Ok(row)
 }

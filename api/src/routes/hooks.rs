@@ -8,8 +8,8 @@ use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use shiplog_events::apikey::Permission;
 use shiplog_events::commands::lifecycle::{self, Action, Lifecycle};
-use shiplog_events::commands::{catalog, deployments};
-use shiplog_events::queries;
+use shiplog_events::commands::{catalog, deployments, dry_run};
+use shiplog_events::{plan, queries};
 use uuid::Uuid;
 
 use crate::auth::KeyCaller;
@@ -98,11 +98,14 @@ fn accept<B: HookBody>(
 }
 
 /// `?wait=true&timeout=<seconds>`: answer when the deployment ends, or 202 at the timeout.
+/// `?dryRun=true` (deploy, redeploy, upgrade): answer the plan instead, write nothing.
 #[derive(Debug, Deserialize)]
 pub struct WaitQuery {
     #[serde(default)]
     wait: bool,
     timeout: Option<u64>,
+    #[serde(default, rename = "dryRun")]
+    dry_run: bool,
 }
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -197,6 +200,15 @@ async fn answer(
     Ok(HttpResponse::build(code).json(body))
 }
 
+/// A dry run's answer: the plan, with each target image's digest asked of its registry.
+async fn answer_plan(state: &AppState, draft: plan::Draft) -> Result<HttpResponse, ApiError> {
+    let digests = match &draft.target {
+        Ok(spec) => state.registry.digests(spec).await,
+        Err(_) => BTreeMap::new(),
+    };
+    Ok(HttpResponse::Ok().json(plan::build(&draft, &digests)))
+}
+
 #[post("/api/hooks/redeploy")]
 #[tracing::instrument(name = "hook redeploy", skip_all, fields(key = %caller.key.id))]
 async fn redeploy(
@@ -213,6 +225,13 @@ async fn redeploy(
         stack: body.stack_name,
         force: body.force,
     };
+    if query.dry_run {
+        return answer_plan(
+            &state,
+            dry_run::redeploy(&state.pool, &cmd, state.catalog.secret_key.as_ref()).await?,
+        )
+        .await;
+    }
     let requested =
         deployments::redeploy(&state.pool, &cmd, &caller.metadata, idempotency.as_ref()).await?;
     let response = RedeployResponse {
@@ -245,6 +264,13 @@ async fn upgrade(
         target_version: body.target_version,
         variables: body.variables,
     };
+    if query.dry_run {
+        return answer_plan(
+            &state,
+            dry_run::upgrade(&state.pool, &cmd, state.catalog.secret_key.as_ref()).await?,
+        )
+        .await;
+    }
     let requested = deployments::upgrade(
         &state.pool,
         &cmd,
@@ -292,6 +318,13 @@ async fn deploy(
         variables: body.variables,
         force: body.force,
     };
+    if query.dry_run {
+        return answer_plan(
+            &state,
+            dry_run::deploy(&state.pool, &cmd, state.catalog.secret_key.as_ref()).await?,
+        )
+        .await;
+    }
     let (action, requested) = deployments::deploy(
         &state.pool,
         &cmd,
@@ -451,6 +484,14 @@ async fn containers_hook(
 ) -> Result<HttpResponse, ApiError> {
     let (body, environment, idempotency) =
         accept::<ContainersRequest>(caller, permission, req, raw)?;
+    // Restarting or stopping for real when a plan was asked for would be the worst answer.
+    if query.dry_run {
+        return Err(ApiError::BadRequest(
+            "dryRun: only deploy, redeploy and upgrade can plan; restart-containers and \
+             stop-containers cannot"
+                .into(),
+        ));
+    }
     let cmd = Lifecycle {
         environment,
         stack: body.stack_name,

@@ -196,6 +196,22 @@ pub async fn authenticate(
     pool: &PgPool,
     presented: Option<&str>,
 ) -> Result<Result<ApiKey, KeyRejection>> {
+    authenticate_with(pool, presented, true).await
+}
+
+/// As [`authenticate`], without recording the use: a dry run writes nothing.
+pub async fn authenticate_unrecorded(
+    pool: &PgPool,
+    presented: Option<&str>,
+) -> Result<Result<ApiKey, KeyRejection>> {
+    authenticate_with(pool, presented, false).await
+}
+
+async fn authenticate_with(
+    pool: &PgPool,
+    presented: Option<&str>,
+    record_use: bool,
+) -> Result<Result<ApiKey, KeyRejection>> {
     let Some(presented) = presented else {
         return Ok(Err(KeyRejection::Missing));
     };
@@ -220,7 +236,10 @@ pub async fn authenticate(
     }
     // Recorded to the minute: a write (and a WAL flush) on every hook call would cost
     // more than the hook itself.
-    if last_used_at.is_none_or(|at| now - at >= chrono::Duration::seconds(USAGE_RESOLUTION_SECS)) {
+    if record_use
+        && last_used_at
+            .is_none_or(|at| now - at >= chrono::Duration::seconds(USAGE_RESOLUTION_SECS))
+    {
         sqlx::query(
             "INSERT INTO api_key_usage (key_id, last_used_at) VALUES ($1, now())
              ON CONFLICT (key_id) DO UPDATE SET last_used_at = EXCLUDED.last_used_at",

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod deployments;
+pub mod dry_run;
 pub mod environments;
 pub mod keys;
 pub mod lifecycle;
