@@ -31,6 +31,27 @@ pub struct ServiceSpec {
     /// `no`, `always`, `on-failure`, `unless-stopped`.
     pub restart: Option<String>,
     pub depends_on: Vec<String>,
+    /// `deploy.resources.limits` (or `mem_limit` / `cpus`). Left out of the serialized form
+    /// when absent, so the config hash of services without limits stays what it was.
+    #[serde(default, skip_serializing_if = "Limits::is_none")]
+    pub limits: Limits,
+}
+
+/// Resource limits of a service's container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// CPUs in billionths (`cpus: 0.5` → 500 000 000), as the engine's `NanoCpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_none(&self) -> bool {
+        self.memory.is_none() && self.nano_cpus.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -181,7 +181,12 @@ async fn a_redeploy_dry_run_predicts_the_moved_tag_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_dry_run_shows_variables_removals_and_unreachable_registries() {
-    let app = spawn_app().await;
+    // TOKEN is a password: storing it needs the key, and so does planning it.
+    let app = spawn_app_with(AppOptions {
+        secret_key: Some("5a".repeat(32)),
+        ..Default::default()
+    })
+    .await;
     app.register_local_environment(ENV).await;
     let stack = unique_name();
     let _guard = StackGuard::new(&stack);

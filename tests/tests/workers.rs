@@ -44,6 +44,20 @@ async fn twenty_concurrent_redeploys_on_two_workers_never_overlap() {
     );
     assert_eq!(app.add_catalog_source().await.status, 201);
     let _workers = [spawn_worker(&app.db.url), spawn_worker(&app.db.url)];
+    // Both consumers registered before the first job: on a loaded machine a late second
+    // process would otherwise find the work already taken.
+    for _ in 0..300 {
+        let consumers: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.workers WHERE last_seen > now() - interval '1 minute'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(0);
+        if consumers >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     let id = app.install("local", &stack, "1.0.0", json!({})).await;
     assert_eq!(app.wait_terminal(&id).await["status"], "success");

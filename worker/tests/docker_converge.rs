@@ -89,6 +89,7 @@ fn service(name: &str, image_name: &str) -> ServiceSpec {
         healthcheck: None,
         restart: None,
         depends_on: vec![],
+        limits: Default::default(),
     }
 }
 
@@ -829,4 +830,56 @@ async fn a_failing_second_service_rolls_back_the_first() {
         assert_eq!(container.image, image("web:v1"));
     }
     assert_eq!(serves(&client, &name, "app").await, "web v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_reach_the_container_and_changing_them_replaces_it() {
+    let guard = StackGuard::new();
+    let name = guard.name.clone();
+    let client = client().await;
+    let mut web = service("web", "web:v1");
+    web.limits = shiplog_events::spec::Limits {
+        memory: Some(64 << 20),
+        nano_cpus: Some(500_000_000),
+    };
+    let first = converge(
+        &client,
+        &ctx(false),
+        &stack(&name, "1.0.0", vec![web.clone()]),
+        &mut NoopObserver,
+    )
+    .await
+    .unwrap();
+    let id = first.services[0].container_id.clone();
+    let host = |id: String| {
+        let out = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+            ])
+            .arg(id)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(host(id.clone()), "67108864 500000000");
+
+    web.limits.memory = Some(128 << 20);
+    let second = converge(
+        &client,
+        &ctx(false),
+        &stack(&name, "1.0.0", vec![web]),
+        &mut NoopObserver,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        second.services[0].action,
+        ServiceAction::Replaced { .. }
+    ));
+    assert_eq!(
+        host(second.services[0].container_id.clone()),
+        "134217728 500000000"
+    );
 }

@@ -11,13 +11,11 @@ use serde_yaml_ng::Value;
 
 use super::interpolate::Interpolator;
 use super::version::{NAME_RULE, is_valid_name};
-use crate::spec::{HealthSpec, PortSpec, ServiceSpec, StackSpec, VolumeSpec};
+use crate::spec::{HealthSpec, Limits, PortSpec, ServiceSpec, StackSpec, VolumeSpec};
 
 /// Service keys that are valid compose and accepted, but not applied yet.
 pub const IGNORED_SERVICE_KEYS: &[&str] = &[
     "networks",
-    "profiles",
-    "deploy",
     "hostname",
     "user",
     "working_dir",
@@ -39,8 +37,6 @@ pub const IGNORED_SERVICE_KEYS: &[&str] = &[
     "pull_policy",
     "stop_signal",
     "shm_size",
-    "mem_limit",
-    "cpus",
 ];
 
 /// Service keys refused with a reason: ignoring them would deploy something other than
@@ -89,6 +85,10 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "healthcheck",
     "restart",
     "depends_on",
+    "deploy",
+    "mem_limit",
+    "cpus",
+    "profiles",
 ];
 
 /// Labels Shiplog sets on every container; a file must not fake them.
@@ -304,13 +304,46 @@ pub(crate) fn build_stack(doc: &Node, name: &str, version: &str) -> Result<Stack
         check_keys(service, body)?;
     }
     let mut specs = Vec::with_capacity(services.len());
+    let mut gated = Vec::new();
     for (service, body) in services {
-        specs.push(build_service(service, body, &volumes)?);
+        let spec = build_service(service, body, &volumes)?;
+        // As `docker compose up` without `--profile`: a service in a profile is not started.
+        if has_profiles(body) {
+            gated.push(spec.name);
+        } else {
+            specs.push(spec);
+        }
+    }
+    if specs.is_empty() {
+        return Err(Issue::new(
+            &["services"],
+            "every service is in a profile: nothing would be deployed (Shiplog activates no profile)",
+        ));
+    }
+    for spec in &specs {
+        if let Some(dependency) = spec.depends_on.iter().find(|d| gated.contains(d)) {
+            return Err(Issue::new(
+                &["services", spec.name.as_str(), "depends_on"],
+                format!(
+                    "depends on '{dependency}', which is in a profile and is not deployed \
+                     (Shiplog activates no profile)"
+                ),
+            ));
+        }
     }
     Ok(StackSpec {
         name: name.to_owned(),
         version: version.to_owned(),
         services: start_order(specs)?,
+    })
+}
+
+fn has_profiles(body: &Node) -> bool {
+    let Node::Map(entries) = body else {
+        return false;
+    };
+    entries.iter().any(|(key, value)| {
+        key == "profiles" && matches!(value, Node::Seq(items) if !items.is_empty())
     })
 }
 
@@ -416,6 +449,7 @@ fn build_service(
         healthcheck: None,
         restart: None,
         depends_on: Vec::new(),
+        limits: Limits::default(),
     };
     let mut has_image = false;
     for (key, value) in entries {
@@ -451,6 +485,21 @@ fn build_service(
             }
             "restart" => spec.restart = restart(value).map_err(fail)?,
             "depends_on" => spec.depends_on = depends_on(value).map_err(fail)?,
+            "deploy" => {
+                let limits = deploy_limits(value).map_err(|(sub, message)| {
+                    let mut path = vec!["services", service, key.as_str()];
+                    path.extend(sub);
+                    Issue::new(&path, message)
+                })?;
+                spec.limits.memory = limits.memory.or(spec.limits.memory);
+                spec.limits.nano_cpus = limits.nano_cpus.or(spec.limits.nano_cpus);
+            }
+            "mem_limit" => spec.limits.memory = spec.limits.memory.or(memory(value).map_err(fail)?),
+            "cpus" => spec.limits.nano_cpus = spec.limits.nano_cpus.or(cpus(value).map_err(fail)?),
+            // Which services a profile gates is decided in `build` (they are not deployed).
+            "profiles" => {
+                words(value).map_err(fail)?;
+            }
             _ => {}
         }
     }
@@ -1139,6 +1188,93 @@ fn restart(node: &Node) -> Result<Option<String>, String> {
     Ok(Some(text))
 }
 
+/// `deploy:` — only `resources.limits` (`memory`, `cpus`) changes a single-host container;
+/// swarm-only keys (`replicas`, `placement`, `update_config`, …) are accepted and ignored,
+/// as docker compose does. Errors carry the path below `deploy`.
+fn deploy_limits(node: &Node) -> Result<Limits, (Vec<&'static str>, String)> {
+    let mut limits = Limits::default();
+    let Node::Map(entries) = node else {
+        return match node {
+            Node::Null => Ok(limits),
+            other => Err((vec![], format!("must be a mapping, not {}", other.kind()))),
+        };
+    };
+    for (key, value) in entries {
+        if key != "resources" {
+            continue;
+        }
+        let Node::Map(resources) = value else {
+            continue;
+        };
+        for (kind, value) in resources {
+            if kind != "limits" {
+                // `reservations` only guide swarm's scheduler.
+                continue;
+            }
+            let Node::Map(values) = value else {
+                return Err((vec!["resources", "limits"], "must be a mapping".into()));
+            };
+            for (name, value) in values {
+                match name.as_str() {
+                    "memory" => {
+                        limits.memory =
+                            memory(value).map_err(|e| (vec!["resources", "limits", "memory"], e))?
+                    }
+                    "cpus" => {
+                        limits.nano_cpus =
+                            cpus(value).map_err(|e| (vec!["resources", "limits", "cpus"], e))?
+                    }
+                    // `pids` and device limits: not applied.
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(limits)
+}
+
+/// Compose's byte values: a number of bytes, or a number with b, k/kb, m/mb, g/gb.
+fn memory(node: &Node) -> Result<Option<i64>, String> {
+    let text = match node.text() {
+        Some(Text::Known(s)) => s.trim().to_ascii_lowercase(),
+        Some(Text::Deferred) => return Ok(None),
+        None => return Err(format!("must be a size like 512m, not {}", node.kind())),
+    };
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: i64 = match &text[digits.len()..] {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => return Err(format!("invalid size '{text}' (bytes, or k, m, g)")),
+    };
+    let value: f64 = digits
+        .parse()
+        .ok()
+        .filter(|v: &f64| *v > 0.0 && v.is_finite())
+        .ok_or_else(|| format!("invalid size '{text}' (bytes, or k, m, g)"))?;
+    let bytes = value * unit as f64;
+    // The engine refuses less than 6 MiB; anything near i64::MAX is a typo.
+    if !(6.0 * (1 << 20) as f64..=(1u64 << 50) as f64).contains(&bytes) {
+        return Err(format!("size '{text}' is out of range (6m to 1024t)"));
+    }
+    Ok(Some(bytes as i64))
+}
+
+fn cpus(node: &Node) -> Result<Option<i64>, String> {
+    let text = match node.text() {
+        Some(Text::Known(s)) => s.trim().to_owned(),
+        Some(Text::Deferred) => return Ok(None),
+        None => return Err(format!("must be a number like 0.5, not {}", node.kind())),
+    };
+    match text.parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 1024.0 => Ok(Some((n * 1e9).round() as i64)),
+        _ => Err(format!(
+            "invalid cpus '{text}' (a number above 0, e.g. 0.5)"
+        )),
+    }
+}
+
 fn depends_on(node: &Node) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |name: String| {
@@ -1173,19 +1309,21 @@ fn depends_on(node: &Node) -> Result<Vec<String>, String> {
                                 _ => None,
                             };
                             match (key.as_str(), text.as_deref()) {
-                                (
-                                    "condition",
-                                    Some(
-                                        "service_started"
-                                        | "service_healthy"
-                                        | "service_completed_successfully",
-                                    ),
-                                ) => {}
+                                // Shiplog waits for every dependency to run and be healthy
+                                // (when it has a health check) before starting the next.
+                                ("condition", Some("service_started" | "service_healthy")) => {}
+                                // A one-shot dependency would count as failed when it exits.
+                                ("condition", Some("service_completed_successfully")) => {
+                                    return Err(format!(
+                                        "condition service_completed_successfully for '{name}' is \
+                                         not supported: Shiplog runs long-lived services and waits \
+                                         for each dependency to be running (and healthy)"
+                                    ));
+                                }
                                 ("condition", _) if matches!(value, Node::Deferred) => {}
                                 ("condition", _) => {
                                     return Err(format!(
-                                        "invalid condition for '{name}' (service_started, service_healthy \
-                                         or service_completed_successfully)"
+                                        "invalid condition for '{name}' (service_started or service_healthy)"
                                     ));
                                 }
                                 // Both are booleans in compose and change nothing here.
@@ -1605,6 +1743,81 @@ mod tests {
             build(bad, &[])
                 .unwrap_err()
                 .contains("invalid condition for 'db'")
+        );
+        let one_shot = "services:\n  web: { image: web, depends_on: { migrate: { condition: service_completed_successfully } } }\n  migrate: { image: m }";
+        let err = build(one_shot, &[]).unwrap_err();
+        assert!(
+            err.contains("service_completed_successfully for 'migrate' is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn resource_limits_from_deploy_or_the_short_keys() {
+        let yaml = "services:\n  web:\n    image: web\n    deploy:\n      replicas: 2\n      resources:\n        limits: { cpus: '0.5', memory: 512M }\n        reservations: { memory: 128m }\n  job:\n    image: job\n    mem_limit: 1g\n    cpus: 2\n  plain: { image: p }";
+        let stack = build(yaml, &[]).unwrap();
+        let limits = |name: &str| {
+            stack
+                .services
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .limits
+        };
+        assert_eq!(limits("web").memory, Some(512 << 20));
+        assert_eq!(limits("web").nano_cpus, Some(500_000_000));
+        assert_eq!(limits("job").memory, Some(1 << 30));
+        assert_eq!(limits("job").nano_cpus, Some(2_000_000_000));
+        assert!(limits("plain").is_none());
+        // No limits: the serialized spec (and so the config hash) has no trace of them.
+        let plain = stack.services.iter().find(|s| s.name == "plain").unwrap();
+        assert!(!serde_json::to_string(plain).unwrap().contains("limits"));
+
+        for (bad, wanted) in [
+            ("mem_limit: 12q", "invalid size '12q'"),
+            ("mem_limit: 1k", "out of range"),
+            ("cpus: -1", "invalid cpus '-1'"),
+            (
+                "deploy: { resources: { limits: { memory: lots } } }",
+                "invalid size 'lots'",
+            ),
+        ] {
+            let yaml = format!("services:\n  web:\n    image: web\n    {bad}\n");
+            let err = build(&yaml, &[]).unwrap_err();
+            assert!(err.contains(wanted), "{bad}: {err}");
+        }
+        // A variable decides at deployment.
+        let deferred = "services:\n  web: { image: web, mem_limit: '${MEM}' }";
+        assert_eq!(
+            build(deferred, &[("MEM", "256m")]).unwrap().services[0]
+                .limits
+                .memory,
+            Some(256 << 20)
+        );
+    }
+
+    #[test]
+    fn services_in_a_profile_are_not_deployed() {
+        let yaml =
+            "services:\n  web: { image: web }\n  debug: { image: busybox, profiles: [debug] }";
+        let names: Vec<String> = build(yaml, &[])
+            .unwrap()
+            .services
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["web"]);
+        let needs = "services:\n  web: { image: web, depends_on: [debug] }\n  debug: { image: busybox, profiles: [debug] }";
+        assert!(
+            build(needs, &[])
+                .unwrap_err()
+                .contains("depends on 'debug', which is in a profile")
+        );
+        let only = "services:\n  debug: { image: busybox, profiles: [debug] }";
+        assert!(
+            build(only, &[])
+                .unwrap_err()
+                .contains("every service is in a profile")
         );
     }
 

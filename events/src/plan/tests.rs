@@ -22,6 +22,7 @@ fn service(name: &str, env: &[(&str, &str)]) -> ServiceSpec {
         healthcheck: None,
         restart: None,
         depends_on: vec![],
+        limits: Default::default(),
     }
 }
 

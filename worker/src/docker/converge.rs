@@ -790,6 +790,8 @@ fn container_body(
             binds: (!binds.is_empty()).then_some(binds),
             restart_policy,
             network_mode: Some(network.clone()),
+            memory: service.limits.memory,
+            nano_cpus: service.limits.nano_cpus,
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {
@@ -954,6 +956,7 @@ mod tests {
             }),
             restart: Some("unless-stopped".into()),
             depends_on: vec![],
+            limits: Default::default(),
         }
     }
 
