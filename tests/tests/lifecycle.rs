@@ -112,6 +112,23 @@ async fn stop_start_restart_and_remove_a_stack_each_as_a_deployment() {
         .await;
     assert_eq!(d["status"], "success", "{d}");
     let (db, web) = (container(&stack, "db"), container(&stack, "web"));
+    // `condition: service_healthy`: web started only once db had passed a health check.
+    let db_healthy_at = inspect(
+        &db,
+        "{{range .State.Health.Log}}{{if eq .ExitCode 0}}{{.End.Format \"2006-01-02T15:04:05.999999999Z07:00\"}}\n{{end}}{{end}}",
+    );
+    let first_healthy = db_healthy_at
+        .lines()
+        .next()
+        .expect("db passed a health check");
+    let first_healthy: chrono::DateTime<chrono::Utc> = first_healthy
+        .parse()
+        .unwrap_or_else(|e| panic!("{first_healthy}: {e}"));
+    let web_started: chrono::DateTime<chrono::Utc> = started_at(&web).parse().unwrap();
+    assert!(
+        web_started > first_healthy,
+        "web started at {web_started}, before db was healthy at {first_healthy}"
+    );
 
     // A key without the permission is refused, and nothing is queued.
     let redeploy_only = app.create_key(&["Hooks.Redeploy"], Some(ENV)).await;
