@@ -90,6 +90,7 @@ fn service(name: &str, image_name: &str) -> ServiceSpec {
         restart: None,
         depends_on: vec![],
         limits: Default::default(),
+        options: Default::default(),
     }
 }
 
@@ -833,7 +834,7 @@ async fn a_failing_second_service_rolls_back_the_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resource_limits_reach_the_container_and_changing_them_replaces_it() {
+async fn limits_and_settings_reach_the_container_and_changing_them_replaces_it() {
     let guard = StackGuard::new();
     let name = guard.name.clone();
     let client = client().await;
@@ -841,6 +842,22 @@ async fn resource_limits_reach_the_container_and_changing_them_replaces_it() {
     web.limits = shiplog_events::spec::Limits {
         memory: Some(64 << 20),
         nano_cpus: Some(500_000_000),
+    };
+    web.options = shiplog_events::spec::ContainerOptions {
+        hostname: Some("api-1".into()),
+        user: Some("1000:1000".into()),
+        working_dir: Some("/tmp".into()),
+        stop_signal: Some("SIGINT".into()),
+        stop_timeout_secs: Some(7),
+        init: Some(true),
+        cap_drop: vec!["NET_RAW".into()],
+        extra_hosts: vec!["db.local:10.0.0.5".into()],
+        expose: vec!["9000/tcp".into()],
+        logging: Some(shiplog_events::spec::Logging {
+            driver: "json-file".into(),
+            options: [("max-size".to_string(), "1m".to_string())].into(),
+        }),
+        ..Default::default()
     };
     let first = converge(
         &client,
@@ -864,6 +881,23 @@ async fn resource_limits_reach_the_container_and_changing_them_replaces_it() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     assert_eq!(host(id.clone()), "67108864 500000000");
+    let settings = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.Config.Hostname}} {{.Config.User}} {{.Config.WorkingDir}} {{.Config.StopSignal}} \
+             {{.Config.StopTimeout}} {{.HostConfig.Init}} {{.HostConfig.CapDrop}} \
+             {{.HostConfig.ExtraHosts}} {{.HostConfig.LogConfig.Type}}:{{index .HostConfig.LogConfig.Config \"max-size\"}} {{json .Config.ExposedPorts}}",
+        ])
+        .arg(&id)
+        .output()
+        .unwrap();
+    let settings = String::from_utf8_lossy(&settings.stdout).trim().to_owned();
+    assert_eq!(
+        settings,
+        "api-1 1000:1000 /tmp SIGINT 7 true [NET_RAW] [db.local:10.0.0.5] json-file:1m \
+         {\"8080/tcp\":{},\"9000/tcp\":{}}",
+    );
 
     web.limits.memory = Some(128 << 20);
     let second = converge(

@@ -11,32 +11,19 @@ use serde_yaml_ng::Value;
 
 use super::interpolate::Interpolator;
 use super::version::{NAME_RULE, is_valid_name};
-use crate::spec::{HealthSpec, Limits, PortSpec, ServiceSpec, StackSpec, VolumeSpec};
+use crate::spec::{
+    ContainerOptions, HealthSpec, Limits, Logging, PortSpec, ServiceSpec, StackSpec, VolumeSpec,
+};
 
-/// Service keys that are valid compose and accepted, but not applied yet.
+/// Service keys that are valid compose and accepted, but not applied (see each comment).
 pub const IGNORED_SERVICE_KEYS: &[&str] = &[
+    // Every service joins the stack network `<stack>_default`; custom networks (and the
+    // isolation between them) are not created yet.
     "networks",
-    "hostname",
-    "user",
-    "working_dir",
-    "stop_grace_period",
-    "logging",
-    "cap_add",
-    "privileged",
-    "expose",
-    "extra_hosts",
-    "tty",
-    "stdin_open",
-    "init",
-    "ulimits",
-    "sysctls",
-    "security_opt",
-    "devices",
-    "dns",
+    // The engine's platform is used.
     "platform",
+    // Shiplog always pulls before it deploys.
     "pull_policy",
-    "stop_signal",
-    "shm_size",
 ];
 
 /// Service keys refused with a reason: ignoring them would deploy something other than
@@ -72,6 +59,8 @@ pub const REFUSED_SERVICE_KEYS: &[(&str, &str)] = &[
         "volumes_from",
         "volumes_from is not supported; share a named volume instead",
     ),
+    ("ulimits", "ulimits are not supported yet"),
+    ("devices", "device mappings are not supported yet"),
 ];
 
 const KNOWN_SERVICE_KEYS: &[&str] = &[
@@ -89,6 +78,24 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "mem_limit",
     "cpus",
     "profiles",
+    "hostname",
+    "user",
+    "working_dir",
+    "stop_signal",
+    "stop_grace_period",
+    "privileged",
+    "tty",
+    "stdin_open",
+    "init",
+    "cap_add",
+    "cap_drop",
+    "security_opt",
+    "dns",
+    "extra_hosts",
+    "expose",
+    "sysctls",
+    "shm_size",
+    "logging",
 ];
 
 /// Labels Shiplog sets on every container; a file must not fake them.
@@ -450,6 +457,7 @@ fn build_service(
         restart: None,
         depends_on: Vec::new(),
         limits: Limits::default(),
+        options: ContainerOptions::default(),
     };
     let mut has_image = false;
     for (key, value) in entries {
@@ -500,7 +508,7 @@ fn build_service(
             "profiles" => {
                 words(value).map_err(fail)?;
             }
-            _ => {}
+            other => container_option(&mut spec.options, other, value).map_err(fail)?,
         }
     }
     if !has_image {
@@ -1233,8 +1241,13 @@ fn deploy_limits(node: &Node) -> Result<Limits, (Vec<&'static str>, String)> {
     Ok(limits)
 }
 
-/// Compose's byte values: a number of bytes, or a number with b, k/kb, m/mb, g/gb.
+/// A memory limit: the engine refuses less than 6 MiB.
 fn memory(node: &Node) -> Result<Option<i64>, String> {
+    size(node, 6 << 20)
+}
+
+/// Compose's byte values: a number of bytes, or a number with b, k/kb, m/mb, g/gb.
+fn size(node: &Node, min: i64) -> Result<Option<i64>, String> {
     let text = match node.text() {
         Some(Text::Known(s)) => s.trim().to_ascii_lowercase(),
         Some(Text::Deferred) => return Ok(None),
@@ -1254,11 +1267,151 @@ fn memory(node: &Node) -> Result<Option<i64>, String> {
         .filter(|v: &f64| *v > 0.0 && v.is_finite())
         .ok_or_else(|| format!("invalid size '{text}' (bytes, or k, m, g)"))?;
     let bytes = value * unit as f64;
-    // The engine refuses less than 6 MiB; anything near i64::MAX is a typo.
-    if !(6.0 * (1 << 20) as f64..=(1u64 << 50) as f64).contains(&bytes) {
-        return Err(format!("size '{text}' is out of range (6m to 1024t)"));
+    // Anything near i64::MAX is a typo.
+    if !(min as f64..=(1u64 << 50) as f64).contains(&bytes) {
+        return Err(format!(
+            "size '{text}' is out of range (at least {} bytes)",
+            min
+        ));
     }
     Ok(Some(bytes as i64))
+}
+
+/// The service keys that map one to one onto container settings.
+fn container_option(options: &mut ContainerOptions, key: &str, node: &Node) -> Result<(), String> {
+    match key {
+        "hostname" => options.hostname = string(node)?,
+        "user" => options.user = string(node)?,
+        "working_dir" => options.working_dir = string(node)?,
+        "stop_signal" => options.stop_signal = string(node)?,
+        "stop_grace_period" => {
+            options.stop_timeout_secs = match string(node)? {
+                Some(text) => Some(duration_ms(&text)?.div_ceil(1000) as i64),
+                None => None,
+            }
+        }
+        "privileged" => options.privileged = flag(node)?.unwrap_or(false),
+        "tty" => options.tty = flag(node)?.unwrap_or(false),
+        "stdin_open" => options.stdin_open = flag(node)?.unwrap_or(false),
+        "init" => options.init = flag(node)?,
+        "cap_add" => options.cap_add = strings(node)?,
+        "cap_drop" => options.cap_drop = strings(node)?,
+        "security_opt" => options.security_opt = strings(node)?,
+        "dns" => options.dns = strings(node)?,
+        "extra_hosts" => options.extra_hosts = extra_hosts(node)?,
+        "expose" => options.expose = expose(node)?,
+        "sysctls" => options.sysctls = key_values(node)?,
+        "shm_size" => options.shm_size = size(node, 1)?,
+        "logging" => options.logging = logging(node)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn string(node: &Node) -> Result<Option<String>, String> {
+    match node {
+        Node::Null => Ok(None),
+        other => match other.text() {
+            Some(Text::Known(s)) => Ok(Some(s.into_owned())),
+            Some(Text::Deferred) => Ok(None),
+            None => Err(format!("must be a string, not {}", other.kind())),
+        },
+    }
+}
+
+fn flag(node: &Node) -> Result<Option<bool>, String> {
+    match node.text() {
+        Some(Text::Known(s)) => match s.as_ref() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            other => Err(format!("must be true or false, not '{other}'")),
+        },
+        Some(Text::Deferred) => Ok(None),
+        None if matches!(node, Node::Null) => Ok(None),
+        None => Err(format!("must be true or false, not {}", node.kind())),
+    }
+}
+
+/// A list of strings, or one string.
+fn strings(node: &Node) -> Result<Vec<String>, String> {
+    let items: Vec<&Node> = match node {
+        Node::Null => return Ok(Vec::new()),
+        Node::Seq(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match item.text() {
+            Some(Text::Known(s)) => out.push(s.into_owned()),
+            Some(Text::Deferred) => {}
+            None => return Err(format!("list items must be strings, not {}", item.kind())),
+        }
+    }
+    Ok(out)
+}
+
+/// `["host:ip"]`, `["host=ip"]` or `{host: ip}`, as `host:ip`.
+fn extra_hosts(node: &Node) -> Result<Vec<String>, String> {
+    let pairs: Vec<(String, String)> = match node {
+        Node::Map(_) => key_values(node)?.into_iter().collect(),
+        _ => strings(node)?
+            .into_iter()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .or_else(|| entry.split_once(':'))
+                    .map(|(h, ip)| (h.to_owned(), ip.to_owned()))
+                    .ok_or_else(|| format!("invalid extra host '{entry}' (host:ip)"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    pairs
+        .into_iter()
+        .map(|(host, ip)| {
+            let ip = ip.trim_matches(|c| c == '[' || c == ']');
+            if host.is_empty() || (ip != "host-gateway" && ip.parse::<IpAddr>().is_err()) {
+                return Err(format!("invalid extra host '{host}:{ip}' (host:ip)"));
+            }
+            Ok(format!("{host}:{ip}"))
+        })
+        .collect()
+}
+
+/// `expose: ["8080", "53/udp", 9000]` as `8080/tcp`, `53/udp`, `9000/tcp`.
+fn expose(node: &Node) -> Result<Vec<String>, String> {
+    strings(node)?
+        .into_iter()
+        .map(|entry| {
+            let (port, proto) = entry.split_once('/').unwrap_or((entry.as_str(), "tcp"));
+            match (port.parse::<u16>(), proto) {
+                (Ok(p), "tcp" | "udp" | "sctp") if p > 0 => Ok(format!("{p}/{proto}")),
+                _ => Err(format!(
+                    "invalid exposed port '{entry}' (1–65535[/tcp|udp|sctp])"
+                )),
+            }
+        })
+        .collect()
+}
+
+fn logging(node: &Node) -> Result<Option<Logging>, String> {
+    let Node::Map(entries) = node else {
+        return match node {
+            Node::Null => Ok(None),
+            other => Err(format!("must be a mapping, not {}", other.kind())),
+        };
+    };
+    let mut logging = Logging::default();
+    for (key, value) in entries {
+        match key.as_str() {
+            "driver" => logging.driver = string(value)?.unwrap_or_default(),
+            "options" => logging.options = key_values(value)?,
+            other => return Err(format!("unknown logging option '{other}'")),
+        }
+    }
+    if logging.driver.is_empty() {
+        logging.driver = "json-file".into();
+    }
+    Ok(Some(logging))
 }
 
 fn cpus(node: &Node) -> Result<Option<i64>, String> {
@@ -1794,6 +1947,84 @@ mod tests {
                 .memory,
             Some(256 << 20)
         );
+    }
+
+    #[test]
+    fn container_settings_are_read_as_compose_writes_them() {
+        let yaml = "services:
+  web:
+    image: web
+    hostname: api-1
+    user: \"1000:1000\"
+    working_dir: /srv
+    stop_signal: SIGINT
+    stop_grace_period: 1m30s
+    privileged: false
+    init: true
+    tty: true
+    stdin_open: true
+    cap_add: [NET_ADMIN]
+    cap_drop: [ALL]
+    security_opt: [no-new-privileges:true]
+    dns: 9.9.9.9
+    extra_hosts: [\"db.local:10.0.0.5\", \"gw=host-gateway\"]
+    expose: [\"8080\", 53/udp, 9000]
+    sysctls: [net.core.somaxconn=1024]
+    shm_size: 64m
+    logging: { driver: json-file, options: { max-size: 10m } }
+  plain: { image: p }
+";
+        let stack = build(yaml, &[]).unwrap();
+        let web = &stack
+            .services
+            .iter()
+            .find(|s| s.name == "web")
+            .unwrap()
+            .options;
+        assert_eq!(web.hostname.as_deref(), Some("api-1"));
+        assert_eq!(web.user.as_deref(), Some("1000:1000"));
+        assert_eq!(web.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(web.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(web.stop_timeout_secs, Some(90));
+        assert!(!web.privileged && web.tty && web.stdin_open);
+        assert_eq!(web.init, Some(true));
+        assert_eq!(web.cap_add, ["NET_ADMIN"]);
+        assert_eq!(web.cap_drop, ["ALL"]);
+        assert_eq!(web.dns, ["9.9.9.9"]);
+        assert_eq!(web.extra_hosts, ["db.local:10.0.0.5", "gw:host-gateway"]);
+        assert_eq!(web.expose, ["8080/tcp", "53/udp", "9000/tcp"]);
+        assert_eq!(web.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!(web.shm_size, Some(64 << 20));
+        let logging = web.logging.as_ref().unwrap();
+        assert_eq!(
+            (
+                logging.driver.as_str(),
+                logging.options["max-size"].as_str()
+            ),
+            ("json-file", "10m")
+        );
+        // Without settings the serialized spec (and its config hash) is as before.
+        let plain = stack.services.iter().find(|s| s.name == "plain").unwrap();
+        assert!(!serde_json::to_string(plain).unwrap().contains("options"));
+
+        for (bad, wanted) in [
+            ("privileged: maybe", "must be true or false"),
+            ("extra_hosts: [nohost]", "invalid extra host 'nohost'"),
+            ("expose: [\"99999\"]", "invalid exposed port '99999'"),
+            ("ulimits: { nofile: 1024 }", "ulimits are not supported yet"),
+            (
+                "devices: [\"/dev/fuse\"]",
+                "device mappings are not supported yet",
+            ),
+            (
+                "logging: { driver: syslog, where: x }",
+                "unknown logging option 'where'",
+            ),
+        ] {
+            let yaml = format!("services:\n  web:\n    image: web\n    {bad}\n");
+            let err = build(&yaml, &[]).unwrap_err();
+            assert!(err.contains(wanted), "{bad}: {err}");
+        }
     }
 
     #[test]

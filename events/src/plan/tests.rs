@@ -23,6 +23,7 @@ fn service(name: &str, env: &[(&str, &str)]) -> ServiceSpec {
         restart: None,
         depends_on: vec![],
         limits: Default::default(),
+        options: Default::default(),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HealthConfig, HostConfig,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::CreateContainerOptions;
 use shiplog_events::spec::{ServiceSpec, StackSpec};
@@ -776,8 +776,22 @@ fn container_body(
         }
     });
 
+    let options = &service.options;
+    for port in &options.expose {
+        if !exposed_ports.contains(port) {
+            exposed_ports.push(port.clone());
+        }
+    }
+    let list = |items: &Vec<String>| (!items.is_empty()).then(|| items.clone());
     let network = network_name(&stack.name);
     Ok(ContainerCreateBody {
+        hostname: options.hostname.clone(),
+        user: options.user.clone(),
+        working_dir: options.working_dir.clone(),
+        stop_signal: options.stop_signal.clone(),
+        stop_timeout: options.stop_timeout_secs,
+        tty: options.tty.then_some(true),
+        open_stdin: options.stdin_open.then_some(true),
         image: Some(pulled.reference.clone()),
         labels: Some(container_labels),
         env: Some(env),
@@ -792,6 +806,20 @@ fn container_body(
             network_mode: Some(network.clone()),
             memory: service.limits.memory,
             nano_cpus: service.limits.nano_cpus,
+            privileged: options.privileged.then_some(true),
+            init: options.init,
+            cap_add: list(&options.cap_add),
+            cap_drop: list(&options.cap_drop),
+            security_opt: list(&options.security_opt),
+            dns: list(&options.dns),
+            extra_hosts: list(&options.extra_hosts),
+            sysctls: (!options.sysctls.is_empty())
+                .then(|| options.sysctls.clone().into_iter().collect()),
+            shm_size: options.shm_size,
+            log_config: options.logging.as_ref().map(|l| HostConfigLogConfig {
+                typ: Some(l.driver.clone()),
+                config: Some(l.options.clone().into_iter().collect()),
+            }),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {
@@ -957,6 +985,7 @@ mod tests {
             restart: Some("unless-stopped".into()),
             depends_on: vec![],
             limits: Default::default(),
+            options: Default::default(),
         }
     }
 

@@ -74,8 +74,9 @@ pub fn volume_name(stack: &str, volume: &str) -> String {
     format!("{stack}_{volume}")
 }
 
-/// Grace period given to a container's process between SIGTERM and SIGKILL.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The longest grace period between SIGTERM and SIGKILL a stop call waits for: the
+/// container's own (`stop_grace_period`, the engine's default 10 s) applies, bounded here.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(120);
 
 /// A connection to one Docker engine. Cheap to clone; every call is bounded.
 #[derive(Clone)]

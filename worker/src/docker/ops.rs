@@ -59,12 +59,10 @@ impl DockerClient {
         Ok(found)
     }
 
-    /// Stops a container with the grace period; stopped or gone already is fine.
+    /// Stops a container with its own grace period (`stop_grace_period`, else the engine's
+    /// 10 s); stopped or gone already is fine.
     pub(crate) async fn stop_container(&self, container: &str) -> Result<(), DockerError> {
-        let options = StopContainerOptions {
-            t: Some(STOP_GRACE.as_secs() as i32),
-            ..Default::default()
-        };
+        let options = StopContainerOptions::default();
         match self
             .call_within(
                 &format!("stop container {container}"),
