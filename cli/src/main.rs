@@ -88,6 +88,24 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Restart a stack's containers (stop, then start in dependency order).
+    RestartContainers {
+        #[arg(long)]
+        stack: String,
+        #[arg(long = "env")]
+        environment: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Stop a stack's containers (they are kept; restart or redeploy brings them back).
+    StopContainers {
+        #[arg(long)]
+        stack: String,
+        #[arg(long = "env")]
+        environment: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Re-read every catalog source.
     SyncSources,
     /// Show a deployment (and follow it with --wait).
@@ -109,7 +127,8 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Hooks.Redeploy, Hooks.Upgrade, Hooks.SyncSources, Hooks.Rollback; repeat for more.
+        /// Hooks.Redeploy, Hooks.Upgrade, Hooks.Deploy, Hooks.SyncSources, Hooks.Rollback,
+        /// Hooks.RestartContainers, Hooks.StopContainers, Hooks.* or *.*; repeat for more.
         #[arg(long = "permission", required = true)]
         permissions: Vec<String>,
         #[arg(long = "env")]
@@ -199,6 +218,34 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             hook(&client, "upgrade", body, &wait).await
         }
+        Command::RestartContainers {
+            stack,
+            environment,
+            wait,
+        } => {
+            let client = Client::new(&cli.url, Some(hook_key()?), cli.request_id)?;
+            hook(
+                &client,
+                "restart-containers",
+                stack_body(stack, environment),
+                &wait,
+            )
+            .await
+        }
+        Command::StopContainers {
+            stack,
+            environment,
+            wait,
+        } => {
+            let client = Client::new(&cli.url, Some(hook_key()?), cli.request_id)?;
+            hook(
+                &client,
+                "stop-containers",
+                stack_body(stack, environment),
+                &wait,
+            )
+            .await
+        }
         Command::SyncSources => {
             let client = Client::new(&cli.url, Some(hook_key()?), cli.request_id)?;
             let answer = client
@@ -226,6 +273,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             keys(&client, command).await
         }
     }
+}
+
+/// `{"stackName", "environmentId"?}`: the body of the container hooks.
+fn stack_body(stack: String, environment: Option<String>) -> Value {
+    let mut body = json!({ "stackName": stack });
+    if let Some(env) = environment {
+        body["environmentId"] = json!(env);
+    }
+    body
 }
 
 async fn hook(client: &Client, name: &str, body: Value, wait: &Wait) -> Result<(), CliError> {

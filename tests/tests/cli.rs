@@ -165,6 +165,31 @@ async fn a_ci_step_is_one_line_and_its_exit_code_is_the_result() {
     let env = inspect(&containers[0], "{{json .Config.Env}}");
     assert!(env.contains("GREETING=hi from ci"), "{env}");
 
+    // Stop, then restart the containers: the same container, running again.
+    let lifecycle_key = app
+        .create_key(
+            &["Hooks.StopContainers", "Hooks.RestartContainers"],
+            Some("local"),
+        )
+        .await;
+    let before = service_containers(&stack, "web");
+    for (command, running) in [("stop-containers", "false"), ("restart-containers", "true")] {
+        let run = shiplog(
+            &app,
+            Some(&lifecycle_key),
+            false,
+            &[command, "--stack", &stack, "--wait"],
+        )
+        .await;
+        assert_eq!(run.code, 0, "{command}: {}", run.stderr);
+        assert_eq!(service_containers(&stack, "web"), before);
+        assert_eq!(
+            inspect(&before[0], "{{.State.Running}}"),
+            running,
+            "{command}"
+        );
+    }
+
     // `status` shows the deployment as JSON.
     let status = shiplog(&app, Some(&key), false, &["status", run.stdout.trim()]).await;
     assert_eq!(status.code, 0, "{}", status.stderr);
