@@ -14,6 +14,9 @@ pub struct StackSpec {
     pub version: String,
     /// Ordered so that every service comes after the services it depends on.
     pub services: Vec<ServiceSpec>,
+    /// Networks declared at the top level (beyond `default`, which always exists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +42,28 @@ pub struct ServiceSpec {
     /// the serialized form when empty, so existing config hashes stay what they were.
     #[serde(default, skip_serializing_if = "ContainerOptions::is_empty")]
     pub options: ContainerOptions,
+    /// The stack networks the service joins, the first one at creation; empty: only
+    /// `default` (left out of the serialized form then, so config hashes stay stable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+}
+
+/// A service on one of its stack's networks (`<stack>_<network>` on the engine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    pub network: String,
+    /// More names the service answers to on that network (its own name always).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// A network of the stack, as the compose file declares it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// No route out of the host (`internal: true`).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 /// Container settings beyond image, command, ports and volumes, as compose names them.

@@ -91,6 +91,7 @@ fn service(name: &str, image_name: &str) -> ServiceSpec {
         depends_on: vec![],
         limits: Default::default(),
         options: Default::default(),
+        networks: Vec::new(),
     }
 }
 
@@ -99,6 +100,7 @@ fn stack(name: &str, version: &str, services: Vec<ServiceSpec>) -> StackSpec {
         name: name.to_owned(),
         version: version.to_owned(),
         services,
+        networks: Vec::new(),
     }
 }
 
@@ -916,4 +918,80 @@ async fn limits_and_settings_reach_the_container_and_changing_them_replaces_it()
         host(second.services[0].container_id.clone()),
         "134217728 500000000"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_join_their_networks_with_aliases_and_remove_takes_them_all() {
+    use shiplog_events::spec::{NetworkAttachment, NetworkSpec};
+    let guard = StackGuard::new();
+    let name = guard.name.clone();
+    let client = client().await;
+    let on = |network: &str, aliases: &[&str]| NetworkAttachment {
+        network: network.into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+    };
+    let mut web = service("web", "web:v1");
+    web.networks = vec![on("front", &[])];
+    let mut api = service("api", "web:v1");
+    api.ports.clear();
+    api.networks = vec![on("front", &["backend"]), on("back", &[])];
+    let mut db = service("db", "web:v1");
+    db.ports.clear();
+    db.networks = vec![on("back", &[])];
+    let mut spec = stack(&name, "1.0.0", vec![web, api, db]);
+    spec.networks = vec![
+        NetworkSpec {
+            name: "front".into(),
+            internal: false,
+        },
+        NetworkSpec {
+            name: "back".into(),
+            internal: true,
+        },
+    ];
+    converge(&client, &ctx(false), &spec, &mut NoopObserver)
+        .await
+        .unwrap();
+
+    let inspect = |what: &str, format: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "--format", format, what])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let networks_of = |service: &str| {
+        inspect(
+            &format!("{name}-{service}-1"),
+            "{{range $n, $e := .NetworkSettings.Networks}}{{$n}}={{range $e.Aliases}}{{.}},{{end}} {{end}}",
+        )
+    };
+    assert!(
+        networks_of("web").starts_with(&format!("{name}_front=")),
+        "{}",
+        networks_of("web")
+    );
+    assert!(
+        !networks_of("web").contains("_back"),
+        "web must not reach db's network"
+    );
+    let api = networks_of("api");
+    assert!(api.contains(&format!("{name}_back=")), "{api}");
+    assert!(
+        api.contains(&format!("{name}_front=")) && api.contains("backend,"),
+        "api answers as backend on front: {api}"
+    );
+    assert!(networks_of("db").starts_with(&format!("{name}_back=")));
+    assert_eq!(inspect(&format!("{name}_back"), "{{.Internal}}"), "true");
+    assert_eq!(inspect(&format!("{name}_front"), "{{.Internal}}"), "false");
+    // No service joins `default`: it is not created.
+    assert!(inspect(&format!("{name}_default"), "{{.Name}}").is_empty());
+
+    client.remove_stack(&name, false).await.unwrap();
+    for network in ["front", "back"] {
+        assert!(
+            inspect(&format!("{name}_{network}"), "{{.Name}}").is_empty(),
+            "{network} left behind"
+        );
+    }
 }

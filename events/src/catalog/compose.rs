@@ -12,14 +12,12 @@ use serde_yaml_ng::Value;
 use super::interpolate::Interpolator;
 use super::version::{NAME_RULE, is_valid_name};
 use crate::spec::{
-    ContainerOptions, HealthSpec, Limits, Logging, PortSpec, ServiceSpec, StackSpec, VolumeSpec,
+    ContainerOptions, HealthSpec, Limits, Logging, NetworkAttachment, NetworkSpec, PortSpec,
+    ServiceSpec, StackSpec, VolumeSpec,
 };
 
 /// Service keys that are valid compose and accepted, but not applied (see each comment).
 pub const IGNORED_SERVICE_KEYS: &[&str] = &[
-    // Every service joins the stack network `<stack>_default`; custom networks (and the
-    // isolation between them) are not created yet.
-    "networks",
     // The engine's platform is used.
     "platform",
     // Shiplog always pulls before it deploys.
@@ -49,7 +47,7 @@ pub const REFUSED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("configs", "service configs are not supported yet"),
     (
         "network_mode",
-        "every service joins the stack network '<stack>_default'; network_mode is not supported",
+        "services join the stack's own networks ('<stack>_default' or those listed under 'networks'); network_mode is not supported",
     ),
     (
         "extends",
@@ -96,6 +94,7 @@ const KNOWN_SERVICE_KEYS: &[&str] = &[
     "sysctls",
     "shm_size",
     "logging",
+    "networks",
 ];
 
 /// Labels Shiplog sets on every container; a file must not fake them.
@@ -271,8 +270,8 @@ pub(crate) fn build_stack(doc: &Node, name: &str, version: &str) -> Result<Stack
     for (key, value) in top {
         match key.as_str() {
             // `version` is compose's obsolete file-format version, not the stack's.
-            "name" | "version" | "services" | "volumes" => {}
-            "networks" | "configs" | "secrets" => {
+            "name" | "version" | "services" | "volumes" | "networks" => {}
+            "configs" | "secrets" => {
                 if !matches!(value, Node::Map(_) | Node::Null) {
                     return Err(Issue::new(
                         &[key],
@@ -338,10 +337,29 @@ pub(crate) fn build_stack(doc: &Node, name: &str, version: &str) -> Result<Stack
             ));
         }
     }
+    // After the services: a service asking for something unsupported (a fixed address)
+    // is named before the network it asks it of.
+    let networks = declared_networks(get(top, "networks"))?;
+    for spec in &specs {
+        if let Some(unknown) = spec
+            .networks
+            .iter()
+            .find(|a| a.network != "default" && !networks.iter().any(|n| n.name == a.network))
+        {
+            return Err(Issue::new(
+                &["services", spec.name.as_str(), "networks"],
+                format!(
+                    "network '{}' is not declared in the top-level 'networks'",
+                    unknown.network
+                ),
+            ));
+        }
+    }
     Ok(StackSpec {
         name: name.to_owned(),
         version: version.to_owned(),
         services: start_order(specs)?,
+        networks,
     })
 }
 
@@ -352,6 +370,135 @@ fn has_profiles(body: &Node) -> bool {
     entries.iter().any(|(key, value)| {
         key == "profiles" && matches!(value, Node::Seq(items) if !items.is_empty())
     })
+}
+
+/// Networks declared at the top level. Shiplog creates them as `<stack>_<name>` bridge
+/// networks; anything that asks for another network (external, another driver, fixed
+/// addresses) is refused rather than silently replaced.
+fn declared_networks(node: Option<&Node>) -> Result<Vec<NetworkSpec>, Issue> {
+    let entries = match node {
+        None | Some(Node::Null) => return Ok(Vec::new()),
+        Some(Node::Map(entries)) => entries,
+        Some(other) => {
+            return Err(Issue::new(
+                &["networks"],
+                format!("must be a mapping, not {}", other.kind()),
+            ));
+        }
+    };
+    let mut networks = Vec::new();
+    for (name, body) in entries {
+        if !is_valid_name(name) {
+            return Err(Issue::new(
+                &["networks", name],
+                format!("invalid network name: {NAME_RULE}"),
+            ));
+        }
+        let mut network = NetworkSpec {
+            name: name.clone(),
+            internal: false,
+        };
+        match body {
+            Node::Null => {}
+            Node::Map(options) => {
+                for (key, value) in options {
+                    let path = ["networks", name.as_str(), key.as_str()];
+                    match (key.as_str(), value) {
+                        ("labels" | "attachable", _) => {}
+                        ("driver", v) if matches!(v.text(), Some(Text::Known(d)) if d == "bridge") =>
+                            {}
+                        ("driver", Node::Deferred) => {}
+                        ("internal", v) => {
+                            network.internal =
+                                flag(v).map_err(|e| Issue::new(&path, e))?.unwrap_or(false)
+                        }
+                        (
+                            "external" | "name" | "driver" | "driver_opts" | "ipam" | "enable_ipv6",
+                            _,
+                        ) => {
+                            return Err(Issue::new(
+                                &path,
+                                "not supported: Shiplog creates networks as '<stack>_<name>' \
+                                 with the bridge driver",
+                            ));
+                        }
+                        _ => return Err(Issue::new(&path, "unknown network option")),
+                    }
+                }
+            }
+            other => {
+                return Err(Issue::new(
+                    &["networks", name],
+                    format!("must be a mapping or empty, not {}", other.kind()),
+                ));
+            }
+        }
+        if name != "default" {
+            networks.push(network);
+        }
+    }
+    Ok(networks)
+}
+
+/// A service's `networks`: a list of names, or a mapping of name to `aliases`.
+fn service_networks(node: &Node) -> Result<Vec<NetworkAttachment>, String> {
+    let mut attachments = Vec::new();
+    match node {
+        Node::Null => {}
+        Node::Seq(_) => {
+            for network in strings(node)? {
+                attachments.push(NetworkAttachment {
+                    network,
+                    aliases: Vec::new(),
+                });
+            }
+        }
+        Node::Map(entries) => {
+            for (network, options) in entries {
+                let mut aliases = Vec::new();
+                if let Node::Map(options) = options {
+                    for (key, value) in options {
+                        match key.as_str() {
+                            "aliases" => aliases = strings(value)?,
+                            "ipv4_address" | "ipv6_address" | "mac_address" | "link_local_ips" => {
+                                return Err(format!(
+                                    "'{key}' for network '{network}' is not supported: \
+                                     the engine assigns addresses"
+                                ));
+                            }
+                            "priority" | "gw_priority" => {}
+                            other => {
+                                return Err(format!(
+                                    "unknown option '{other}' for network '{network}'"
+                                ));
+                            }
+                        }
+                    }
+                } else if !matches!(options, Node::Null) {
+                    return Err(format!(
+                        "network '{network}' must be a mapping or empty, not {}",
+                        options.kind()
+                    ));
+                }
+                attachments.push(NetworkAttachment {
+                    network: network.clone(),
+                    aliases,
+                });
+            }
+        }
+        other => return Err(format!("must be a list or a mapping, not {}", other.kind())),
+    }
+    if attachments.iter().any(|a| !is_valid_name(&a.network)) {
+        return Err(format!("invalid network name: {NAME_RULE}"));
+    }
+    // Only `default`: the same as saying nothing (keeps the config hash as it was).
+    if attachments.len() == 1
+        && attachments[0].network == "default"
+        && attachments[0].aliases.is_empty()
+    {
+        attachments.clear();
+    }
+    Ok(attachments)
 }
 
 /// Named volumes declared at the top level. Shiplog creates them as `<stack>_<name>` with
@@ -458,6 +605,7 @@ fn build_service(
         depends_on: Vec::new(),
         limits: Limits::default(),
         options: ContainerOptions::default(),
+        networks: Vec::new(),
     };
     let mut has_image = false;
     for (key, value) in entries {
@@ -508,6 +656,7 @@ fn build_service(
             "profiles" => {
                 words(value).map_err(fail)?;
             }
+            "networks" => spec.networks = service_networks(value).map_err(fail)?,
             other => container_option(&mut spec.options, other, value).map_err(fail)?,
         }
     }
@@ -2028,6 +2177,70 @@ mod tests {
     }
 
     #[test]
+    fn networks_are_declared_then_joined_with_aliases() {
+        let yaml = "services:
+  web: { image: web, networks: [front] }
+  api:
+    image: api
+    networks:
+      front: { aliases: [backend] }
+      back:
+  db: { image: db, networks: [back] }
+  plain: { image: p }
+  explicit: { image: e, networks: [default] }
+networks:
+  front: {}
+  back: { internal: true, driver: bridge }
+";
+        let stack = build(yaml, &[]).unwrap();
+        let joined = |name: &str| -> Vec<(String, Vec<String>)> {
+            let service = stack.services.iter().find(|s| s.name == name).unwrap();
+            service
+                .networks
+                .iter()
+                .map(|a| (a.network.clone(), a.aliases.clone()))
+                .collect()
+        };
+        assert_eq!(joined("web"), [("front".to_owned(), vec![])]);
+        assert_eq!(
+            joined("api"),
+            [
+                ("front".to_owned(), vec!["backend".to_owned()]),
+                ("back".to_owned(), vec![])
+            ]
+        );
+        assert!(joined("plain").is_empty() && joined("explicit").is_empty());
+        let declared: Vec<(&str, bool)> = stack
+            .networks
+            .iter()
+            .map(|n| (n.name.as_str(), n.internal))
+            .collect();
+        assert_eq!(declared, [("front", false), ("back", true)]);
+
+        for (bad, wanted) in [
+            (
+                "services: { web: { image: w, networks: [nope] } }",
+                "network 'nope' is not declared",
+            ),
+            (
+                "services: { web: { image: w } }\nnetworks: { proxy: { external: true } }",
+                "key 'networks.proxy.external': not supported",
+            ),
+            (
+                "services: { web: { image: w, networks: { n: { ipv4_address: 10.0.0.2 } } } }\nnetworks: { n: {} }",
+                "'ipv4_address' for network 'n' is not supported",
+            ),
+            (
+                "services: { web: { image: w } }\nnetworks: { n: { ipam: {} } }",
+                "key 'networks.n.ipam': not supported",
+            ),
+        ] {
+            let err = build(bad, &[]).unwrap_err();
+            assert!(err.contains(wanted), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn services_in_a_profile_are_not_deployed() {
         let yaml =
             "services:\n  web: { image: web }\n  debug: { image: busybox, profiles: [debug] }";
@@ -2095,8 +2308,8 @@ mod tests {
             err,
             "service 'web', key 'runtime': unknown or unsupported compose key"
         );
-        // Ignored keys and extensions pass.
-        service("hostname: web\nuser: \"1000\"\ndeploy: { replicas: 1 }\nx-notes: anything\nnetworks: [front]").unwrap();
+        // Swarm-only keys and extensions pass.
+        service("hostname: web\nuser: \"1000\"\ndeploy: { replicas: 1 }\nx-notes: anything\npull_policy: always").unwrap();
 
         let err = build("services:\n  web: { command: x }", &[]).unwrap_err();
         assert_eq!(err, "service 'web': key 'image' is required");

@@ -24,6 +24,7 @@ fn service(name: &str, env: &[(&str, &str)]) -> ServiceSpec {
         depends_on: vec![],
         limits: Default::default(),
         options: Default::default(),
+        networks: Vec::new(),
     }
 }
 
@@ -32,6 +33,7 @@ fn spec(version: &str, services: Vec<ServiceSpec>) -> StackSpec {
         name: "shop".into(),
         version: version.into(),
         services,
+        networks: Vec::new(),
     }
 }
 

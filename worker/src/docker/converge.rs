@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HealthConfig, HostConfig,
-    HostConfigLogConfig, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, NetworkConnectRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::CreateContainerOptions;
 use shiplog_events::spec::{ServiceSpec, StackSpec};
@@ -28,7 +29,7 @@ use super::health::SETTLE;
 use super::ops::{label, summary_name};
 use super::{
     DockerClient, DockerError, PulledImage, container_name, labels, network_name,
-    old_container_name, volume_name,
+    old_container_name, stack_network_name, volume_name,
 };
 
 /// Who runs the converge, and how.
@@ -279,9 +280,13 @@ impl<O: ConvergeObserver> Run<'_, O> {
     /// Network, named volumes, and what a crashed attempt left behind.
     async fn prepare(&mut self) -> Result<(), DockerError> {
         let stack = self.stack_name().to_owned();
-        if !self.client.network_exists(&stack).await? {
-            self.gate().await?;
-            self.client.create_network(&stack).await?;
+        for (network, internal) in used_networks(self.stack) {
+            if !self.client.network_exists(&stack, &network).await? {
+                self.gate().await?;
+                self.client
+                    .create_network(&stack, &network, internal)
+                    .await?;
+            }
         }
 
         let mut named: Vec<&str> = self
@@ -543,7 +548,29 @@ impl<O: ConvergeObserver> Run<'_, O> {
                 actual,
             });
         }
+        self.connect_networks(service, &id).await?;
         Ok(id)
+    }
+
+    /// Joins the container to the service's networks after the first.
+    async fn connect_networks(&self, service: &ServiceSpec, id: &str) -> Result<(), DockerError> {
+        for attachment in service.networks.iter().skip(1) {
+            let network = stack_network_name(self.stack_name(), &attachment.network);
+            let request = NetworkConnectRequest {
+                container: id.to_owned(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(aliases_of(service, &attachment.aliases)),
+                    ..Default::default()
+                }),
+            };
+            self.client
+                .call(
+                    &format!("connect container {id} to network {network}"),
+                    self.client.docker.connect_network(&network, request),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn start_and_wait(
@@ -783,7 +810,15 @@ fn container_body(
         }
     }
     let list = |items: &Vec<String>| (!items.is_empty()).then(|| items.clone());
-    let network = network_name(&stack.name);
+    // Created on its first network; `connect_networks` adds the others before the start
+    // (engines before API 1.44 take one endpoint at creation).
+    let (network, aliases) = match service.networks.first() {
+        Some(first) => (
+            stack_network_name(&stack.name, &first.network),
+            aliases_of(service, &first.aliases),
+        ),
+        None => (network_name(&stack.name), aliases_of(service, &[])),
+    };
     Ok(ContainerCreateBody {
         hostname: options.hostname.clone(),
         user: options.user.clone(),
@@ -826,13 +861,44 @@ fn container_body(
             endpoints_config: Some(HashMap::from([(
                 network,
                 EndpointSettings {
-                    aliases: Some(vec![service.name.clone()]),
+                    aliases: Some(aliases),
                     ..Default::default()
                 },
             )])),
         }),
         ..Default::default()
     })
+}
+
+/// The service's name and its extra aliases on one network.
+fn aliases_of(service: &ServiceSpec, extra: &[String]) -> Vec<String> {
+    let mut aliases = vec![service.name.clone()];
+    aliases.extend(extra.iter().filter(|a| **a != service.name).cloned());
+    aliases
+}
+
+/// Every network some service joins, with its `internal` flag: `default` when a service
+/// names none (or names it), and each declared network a service names.
+fn used_networks(stack: &StackSpec) -> Vec<(String, bool)> {
+    let mut used: Vec<(String, bool)> = Vec::new();
+    for service in &stack.services {
+        let names: Vec<&str> = match service.networks.is_empty() {
+            true => vec!["default"],
+            false => service
+                .networks
+                .iter()
+                .map(|a| a.network.as_str())
+                .collect(),
+        };
+        for name in names {
+            if used.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let internal = stack.networks.iter().any(|n| n.name == name && n.internal);
+            used.push((name.to_owned(), internal));
+        }
+    }
+    used
 }
 
 fn restart_policy(service: &ServiceSpec) -> Result<Option<RestartPolicyNameEnum>, DockerError> {
@@ -986,6 +1052,7 @@ mod tests {
             depends_on: vec![],
             limits: Default::default(),
             options: Default::default(),
+            networks: Vec::new(),
         }
     }
 
@@ -994,6 +1061,7 @@ mod tests {
             name: "demo".into(),
             version: "1.2.3".into(),
             services,
+            networks: Vec::new(),
         }
     }
 

@@ -66,7 +66,12 @@ pub fn old_container_name(stack: &str, service: &str) -> String {
 
 /// The stack's network, as compose names it: `<stack>_default`.
 pub fn network_name(stack: &str) -> String {
-    format!("{stack}_default")
+    stack_network_name(stack, "default")
+}
+
+/// A network of the stack, as compose names it: `<stack>_<network>`.
+pub fn stack_network_name(stack: &str, network: &str) -> String {
+    format!("{stack}_{network}")
 }
 
 /// A named volume of the stack, as compose names it: `<stack>_<name>`.

@@ -6,7 +6,7 @@ use bollard::models::{ContainerInspectResponse, NetworkCreateRequest, VolumeCrea
 use bollard::query_parameters::{ListNetworksOptions, ListVolumesOptions, RemoveVolumeOptions};
 
 use super::ops::{inspect_name, summary_name};
-use super::{DockerClient, DockerError, labels, network_name};
+use super::{DockerClient, DockerError, labels, network_name, stack_network_name};
 
 /// One container of a stack, as `stack_containers` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,10 +177,14 @@ impl DockerClient {
         Ok(())
     }
 
-    /// Whether the stack's network exists. Inspect, never create blindly: engine 20.10
+    /// Whether a network of the stack exists. Inspect, never create blindly: engine 20.10
     /// creates a second network with the same name instead of answering 409.
-    pub(crate) async fn network_exists(&self, stack: &str) -> Result<bool, DockerError> {
-        let name = network_name(stack);
+    pub(crate) async fn network_exists(
+        &self,
+        stack: &str,
+        network: &str,
+    ) -> Result<bool, DockerError> {
+        let name = stack_network_name(stack, network);
         match self
             .call(
                 &format!("inspect network {name}"),
@@ -194,14 +198,20 @@ impl DockerClient {
         }
     }
 
-    pub(crate) async fn create_network(&self, stack: &str) -> Result<(), DockerError> {
-        let name = network_name(stack);
+    pub(crate) async fn create_network(
+        &self,
+        stack: &str,
+        network: &str,
+        internal: bool,
+    ) -> Result<(), DockerError> {
+        let name = stack_network_name(stack, network);
         let request = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".to_owned()),
+            internal: internal.then_some(true),
             labels: Some(HashMap::from([
                 (labels::PROJECT.to_owned(), stack.to_owned()),
-                (labels::NETWORK.to_owned(), "default".to_owned()),
+                (labels::NETWORK.to_owned(), network.to_owned()),
                 (labels::STACK.to_owned(), stack.to_owned()),
             ])),
             ..Default::default()
