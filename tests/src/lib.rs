@@ -155,6 +155,14 @@ impl Drop for StackGuard {
             .args(["network", "rm", &format!("{}_default", self.stack)])
             .output();
         if let Ok(out) = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", &filter])
+            .output()
+        {
+            for n in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["network", "rm", n]).output();
+            }
+        }
+        if let Ok(out) = Command::new("docker")
             .args(["volume", "ls", "-q", "--filter", &filter])
             .output()
         {
