@@ -3,6 +3,7 @@
 //! Real PostgreSQL, real Docker engine, real local registry: see `scripts/setup-test-env`.
 
 pub mod git;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use shiplog_tests::sshd::TestSshd;
 use shiplog_tests::*;
 
 /// A process the test started, with its own process group (socat and sshd fork one child
@@ -323,46 +324,9 @@ async fn a_tls_endpoint_with_client_certificates_deploys_and_a_foreign_certifica
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ssh_endpoint_deploys_and_a_wrong_key_or_unknown_host_key_is_refused() {
     let app = spawn_app().await;
-    let tmp = TempDir::new();
-    for key in ["host_key", "id", "wrong_id"] {
-        run(
-            "ssh-keygen",
-            &["-q", "-t", "ed25519", "-N", "", "-f", &tmp.path(key)],
-        );
-    }
-    std::fs::copy(tmp.path("id.pub"), tmp.path("authorized_keys")).unwrap();
-    let port = free_port();
-    let host_key = std::fs::read_to_string(tmp.path("host_key.pub")).unwrap();
-    let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-    std::fs::write(
-        tmp.path("known_hosts"),
-        format!("[127.0.0.1]:{port} {}\n", host_key.join(" ")),
-    )
-    .unwrap();
-    std::fs::write(tmp.path("empty_known_hosts"), "").unwrap();
-    std::fs::write(
-        tmp.path("sshd_config"),
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
-             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
-            tmp.path("host_key"),
-            tmp.path("authorized_keys")
-        ),
-    )
-    .unwrap();
-    // sshd's privilege separation directory (root runs these tests).
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let _sshd = Proc::spawn(Command::new("/usr/sbin/sshd").args([
-        "-D",
-        "-e",
-        "-f",
-        &tmp.path("sshd_config"),
-    ]));
-    wait_listening(port).await;
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let endpoint = format!("ssh://{user}@127.0.0.1:{port}");
-    let ssh = |identity: &str, known_hosts: &str| json!({ "identityFile": tmp.path(identity), "knownHostsFile": tmp.path(known_hosts) });
+    let sshd = TestSshd::start().await;
+    let endpoint = format!("ssh://{}@127.0.0.1:{}", sshd.user(), sshd.port);
+    let ssh = |identity: &str, known_hosts: &str| json!({ "identityFile": sshd.path(identity), "knownHostsFile": sshd.path(known_hosts) });
     for (id, settings) in [
         ("ssh", ssh("id", "known_hosts")),
         ("wrongkey", ssh("wrong_id", "known_hosts")),

@@ -7,6 +7,7 @@ use chrono::{SecondsFormat, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shiplog_tests::git::{GitHttpServer, GitRepo};
+use shiplog_tests::sshd::TestSshd;
 use shiplog_tests::*;
 
 async fn event_count(app: &TestApp) -> i64 {
@@ -428,88 +429,20 @@ async fn deployments_record_the_revision_they_ran_and_at_tells_the_earlier_one()
     assert_eq!(earlier.body["catalogSource"], source.as_str());
 }
 
-/// sshd on a free loopback port with a host key and one authorized key, killed on drop.
-struct Sshd {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ssh_keygen(path: &std::path::Path) {
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn start_sshd(dir: &std::path::Path) -> Sshd {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
-    std::fs::write(
-        dir.join("sshd_config"),
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
-             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
-            dir.join("host_key").display(),
-            dir.join("authorized_keys").display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let child = std::process::Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(dir.join("sshd_config"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("sshd runs (scripts/setup-test-env installs openssh-server)");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Sshd { child, port }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_credentials_fetch_over_a_real_sshd_and_are_never_shown() {
     let repo = GitRepo::new();
     let stack = unique_name();
     repo.commit(&[("web.yml", &manifest(&stack, "1.0.0"))], "v1");
-    let keys = tempfile::tempdir().unwrap();
-    for key in ["host_key", "id", "wrong_id"] {
-        ssh_keygen(&keys.path().join(key));
-    }
-    let sshd = start_sshd(keys.path()).await;
-    let host_key = std::fs::read_to_string(keys.path().join("host_key.pub")).unwrap();
-    let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-    let known_hosts = format!("[127.0.0.1]:{} {}", sshd.port, host_key.join(" "));
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let sshd = TestSshd::start().await;
+    let known_hosts = sshd.known_hosts_line();
     let url = format!(
-        "ssh://{user}@127.0.0.1:{}{}",
+        "ssh://{}@127.0.0.1:{}{}",
+        sshd.user(),
         sshd.port,
         repo.origin().display()
     );
-    let key_of = |name: &str| std::fs::read_to_string(keys.path().join(name)).unwrap();
+    let key_of = |name: &str| std::fs::read_to_string(sshd.path(name)).unwrap();
     let with_key = |key: String| {
         json!({ "url": url, "ref": "main",
                 "credentials": { "type": "ssh", "privateKey": key, "knownHosts": known_hosts } })

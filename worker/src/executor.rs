@@ -563,13 +563,12 @@ impl Executor {
             .map_err(shiplog_events::Error::from)?;
         lease::check(&mut tx, lease).await?;
         deployments::lock_row(&mut tx, deployment).await?;
-        match outcome {
+        let (environment, stack) = (request.environment.clone(), request.stack.clone());
+        let (change, summary, digests) = match outcome {
             Outcome::Succeeded { digests, services } => {
-                let stack_stream = stream::stack(&request.environment, &request.stack);
-                let version = store::stream_version(&mut tx, &stack_stream).await?;
                 let deployed = Event::StackDeployed {
-                    environment: request.environment.clone(),
-                    stack: request.stack.clone(),
+                    environment,
+                    stack,
                     version: request.version.clone(),
                     deployment,
                     digests: digests.clone(),
@@ -578,32 +577,9 @@ impl Executor {
                     catalog_source: request.catalog_source.clone(),
                     catalog_revision: request.catalog_revision.clone(),
                 };
-                store::append(
-                    &mut tx,
-                    &stack_stream,
-                    ExpectedVersion::Exactly(version),
-                    &[deployed],
-                    metadata,
-                )
-                .await?;
-                let succeeded = Event::DeploymentSucceeded {
-                    deployment,
-                    version: request.version.clone(),
-                    digests,
-                    summary: None,
-                };
-                store::append(
-                    &mut tx,
-                    &stream_id,
-                    ExpectedVersion::Any,
-                    &[succeeded],
-                    metadata,
-                )
-                .await?;
-                tracing::info!(%deployment, "deployment succeeded");
+                (deployed, None, digests)
             }
             Outcome::Changed { summary } => {
-                let (environment, stack) = (request.environment.clone(), request.stack.clone());
                 let change = match kind {
                     DeploymentKind::Stop => Event::StackStopped {
                         environment,
@@ -622,31 +598,7 @@ impl Executor {
                         deployment,
                     },
                 };
-                let stack_stream = stream::stack(&request.environment, &request.stack);
-                let version = store::stream_version(&mut tx, &stack_stream).await?;
-                store::append(
-                    &mut tx,
-                    &stack_stream,
-                    ExpectedVersion::Exactly(version),
-                    &[change],
-                    metadata,
-                )
-                .await?;
-                let succeeded = Event::DeploymentSucceeded {
-                    deployment,
-                    version: request.version.clone(),
-                    digests: BTreeMap::new(),
-                    summary: Some(summary),
-                };
-                store::append(
-                    &mut tx,
-                    &stream_id,
-                    ExpectedVersion::Any,
-                    &[succeeded],
-                    metadata,
-                )
-                .await?;
-                tracing::info!(%deployment, kind = kind.as_str(), "lifecycle deployment succeeded");
+                (change, Some(summary), BTreeMap::new())
             }
             Outcome::Failed {
                 kind,
@@ -668,8 +620,37 @@ impl Executor {
                     metadata,
                 )
                 .await?;
+                tx.commit().await.map_err(shiplog_events::Error::from)?;
+                return Ok(());
             }
-        }
+        };
+        // The stack's record with an expected version: two deployments can never both
+        // claim to be current.
+        let stack_stream = stream::stack(&request.environment, &request.stack);
+        let version = store::stream_version(&mut tx, &stack_stream).await?;
+        store::append(
+            &mut tx,
+            &stack_stream,
+            ExpectedVersion::Exactly(version),
+            &[change],
+            metadata,
+        )
+        .await?;
+        let succeeded = Event::DeploymentSucceeded {
+            deployment,
+            version: request.version.clone(),
+            digests,
+            summary,
+        };
+        store::append(
+            &mut tx,
+            &stream_id,
+            ExpectedVersion::Any,
+            &[succeeded],
+            metadata,
+        )
+        .await?;
+        tracing::info!(%deployment, kind = kind.as_str(), "deployment succeeded");
         tx.commit().await.map_err(shiplog_events::Error::from)?;
         Ok(())
     }
