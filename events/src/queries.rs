@@ -155,14 +155,6 @@ pub async fn deployment_events_after(
 }
 
 /// Readers see `********` for sealed values (passwords), never the sealed text.
-fn mask_variables(variables: &mut std::collections::BTreeMap<String, String>) {
-    for value in variables.values_mut() {
-        if crate::secret::is_sealed(value) {
-            *value = crate::catalog::MASK.to_owned();
-        }
-    }
-}
-
 fn mask_event(event: &mut crate::event::Event) {
     match event {
         crate::event::Event::DeployRequested(r)
@@ -172,8 +164,10 @@ fn mask_event(event: &mut crate::event::Event) {
         | crate::event::Event::StartRequested(r)
         | crate::event::Event::StopRequested(r)
         | crate::event::Event::RestartRequested(r)
-        | crate::event::Event::RemoveRequested(r) => mask_variables(&mut r.variables),
-        crate::event::Event::StackDeployed { variables, .. } => mask_variables(variables),
+        | crate::event::Event::RemoveRequested(r) => crate::catalog::mask_values(&mut r.variables),
+        crate::event::Event::StackDeployed { variables, .. } => {
+            crate::catalog::mask_values(variables)
+        }
         _ => {}
     }
 }

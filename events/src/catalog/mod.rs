@@ -44,7 +44,7 @@ mod tests;
 pub use compose::{IGNORED_SERVICE_KEYS, REFUSED_SERVICE_KEYS};
 pub use directory::{CatalogError, DirectoryScan, read_directory};
 pub use manifest::{FileError, Manifest, VariableDef, parse_manifest};
-pub use passwords::{MASK, mask_sealed, open_passwords, seal_passwords};
+pub use passwords::{MASK, mask_sealed, mask_values, open_passwords, seal_passwords};
 pub use resolve::{ResolveError, VariableError, effective_variables, resolve};
 pub use vartype::VariableType;
 pub use version::compare_versions;

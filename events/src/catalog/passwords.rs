@@ -62,6 +62,15 @@ pub fn open_passwords(
     Ok(opened)
 }
 
+/// Replaces every sealed value of a variable map by `********`: what responses show.
+pub fn mask_values(values: &mut BTreeMap<String, String>) {
+    for value in values.values_mut() {
+        if secret::is_sealed(value) {
+            *value = MASK.to_owned();
+        }
+    }
+}
+
 /// Replaces every sealed value in a JSON document by `********`: what responses show.
 pub fn mask_sealed(value: &mut serde_json::Value) {
     match value {

@@ -234,10 +234,7 @@ pub async fn redeploy(
         return Ok(done);
     }
     let current = current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
-    let origin = match &current {
-        Some(c) => catalog_entry(&mut tx, &cmd.stack, &c.version).await?,
-        None => None,
-    };
+    let origin = running_origin(&mut tx, &cmd.stack, current.as_ref()).await?;
     let event = decide_redeploy(Uuid::now_v7(), cmd, current.as_ref(), origin.as_ref())?;
     // A burst of redeploys for one stack becomes one deployment.
     for queued in queued(&mut tx, &cmd.environment, &cmd.stack).await? {
@@ -784,6 +781,18 @@ pub struct CatalogEntry {
     pub source: String,
     /// The source's revision (a git commit); `None` for folders.
     pub revision: Option<String>,
+}
+
+/// The catalog entry of the version the stack runs, if it runs and the catalog has it.
+pub async fn running_origin(
+    conn: &mut PgConnection,
+    stack: &str,
+    current: Option<&StackState>,
+) -> Result<Option<CatalogEntry>> {
+    match current {
+        Some(c) => catalog_entry(conn, stack, &c.version).await,
+        None => Ok(None),
+    }
 }
 
 /// A catalog stack version, parsed again from the manifest text the log recorded.

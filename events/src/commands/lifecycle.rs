@@ -8,8 +8,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::deployments::{
-    CatalogEntry, Idempotency, Requested, StackState, catalog_entry, lock_stack_requests,
-    not_deployed, replay, submit, validate_target,
+    CatalogEntry, Idempotency, Requested, StackState, lock_stack_requests, not_deployed, replay,
+    running_origin, submit, validate_target,
 };
 use crate::error::Result;
 use crate::event::{DeploymentRequest, Event, Metadata, Removal};
@@ -86,10 +86,7 @@ pub async fn request(
         return Ok(done);
     }
     let current = super::deployments::current_stack(&mut tx, &cmd.environment, &cmd.stack).await?;
-    let origin = match &current {
-        Some(c) => catalog_entry(&mut tx, &cmd.stack, &c.version).await?,
-        None => None,
-    };
+    let origin = running_origin(&mut tx, &cmd.stack, current.as_ref()).await?;
     let event = decide_lifecycle(Uuid::now_v7(), cmd, current.as_ref(), origin.as_ref())?;
     submit(tx, event, metadata, idempotency).await
 }
